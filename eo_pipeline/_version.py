@@ -1,0 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Single source of the package version."""
+
+__version__ = "0.1.0"
