@@ -1,0 +1,289 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Soundings -> grid cells: sparse partial sums, combined by a tree reduction.
+
+The recipe (flox's chunk / combine / finalize, written as named functions):
+
+* **chunk**: each block of soundings becomes a :class:`Partial`, the per-cell sums
+  ``n`` (soundings), ``sw`` (sum of weights), ``swx``, ``swxx`` (weighted sums of the
+  value and its square, relative to a reference value for numerical stability),
+  ``swwu`` (sum of w² sigma², for the propagated uncertainty of the mean), ``min``
+  and ``max``; only the cells that receive data are stored (sorted flat indices);
+* **combine**: partials are merged by addition (min/max by min/max) in a tree of
+  ``split_every`` branches, so memory is bounded by the number of cells that
+  receive data, whatever the number of files;
+* **finalize**: per output tile, the cells of that tile are scattered into dense
+  arrays of mean, std, count, weight, min, max and uncertainty.
+
+Flat cell indices are *tile-major* (tile id x tile size² + position inside the
+tile), so a sorted partial is grouped by tile and a tile is one ``searchsorted`` away.
+
+Kernels here take and return numpy arrays; :mod:`eo_pipeline.gridding` lifts them
+onto dask and xarray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "Partial",
+    "Tiling",
+    "STATISTICS",
+    "reduce_by_cell",
+    "merge",
+    "finalize_tile",
+    "point_partial",
+]
+
+#: Order of the statistics in a finalized tile stack.
+STATISTICS: tuple[str, ...] = ("mean", "std", "count", "weight", "min", "max", "uncertainty")
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """Tile-major flat indexing of a ``shape`` grid in square tiles of ``tile`` cells."""
+
+    shape: tuple[int, int]
+    tile: int = 512
+
+    @property
+    def tile_cols(self) -> int:
+        """Number of tiles across."""
+        return -(-self.shape[1] // self.tile)
+
+    @property
+    def tile_rows(self) -> int:
+        """Number of tiles down."""
+        return -(-self.shape[0] // self.tile)
+
+    def flat(self, row: np.ndarray, col: np.ndarray) -> np.ndarray:
+        """Tile-major flat index of (row, col) (int64)."""
+        t = self.tile
+        tid = (row // t) * self.tile_cols + (col // t)
+        return tid * (t * t) + (row % t) * t + (col % t)
+
+    def tile_range(self, tile_id: int) -> tuple[int, int]:
+        """Half-open range of flat indices belonging to ``tile_id``."""
+        size = self.tile * self.tile
+        return tile_id * size, (tile_id + 1) * size
+
+    def tile_bounds(self, tile_id: int) -> tuple[int, int, int, int]:
+        """``(row0, row1, col0, col1)`` of ``tile_id``."""
+        tr, tc = divmod(tile_id, self.tile_cols)
+        r0, c0 = tr * self.tile, tc * self.tile
+        return r0, min(r0 + self.tile, self.shape[0]), c0, min(c0 + self.tile, self.shape[1])
+
+
+@dataclass(frozen=True)
+class Partial:
+    """Per-cell partial sums for the cells that received data (sorted ``idx``).
+
+    Attributes
+    ----------
+    idx : int64 array
+        Tile-major flat cell indices, sorted, unique.
+    n : int64 array
+        Number of contributing soundings.
+    sw, swx, swxx : float64 arrays
+        Sum of weights, of weight x (value - ref), of weight x (value - ref)².
+    swwu : float64 array
+        Sum of weight² x uncertainty² (NaN-free: soundings without an
+        uncertainty contribute 0 and are counted in ``nu_missing``).
+    nu_missing : int64 array
+        Soundings whose uncertainty was not finite.
+    vmin, vmax : float64 arrays
+        Extremes of the (unshifted) values.
+    ref : float
+        Reference value subtracted before summing (units of the values).
+    """
+
+    idx: np.ndarray
+    n: np.ndarray
+    sw: np.ndarray
+    swx: np.ndarray
+    swxx: np.ndarray
+    swwu: np.ndarray
+    nu_missing: np.ndarray
+    vmin: np.ndarray
+    vmax: np.ndarray
+    ref: float
+
+    @classmethod
+    def empty(cls, ref: float) -> Partial:
+        """A partial with no cells."""
+        f = np.empty(0, np.float64)
+        i = np.empty(0, np.int64)
+        return cls(i, i, f, f, f, f, i, f, f, ref)
+
+    def __len__(self) -> int:
+        return int(self.idx.size)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the arrays."""
+        return sum(getattr(self, k).nbytes for k in ("idx", "n", "sw", "swx", "swxx", "swwu", "nu_missing", "vmin", "vmax"))
+
+
+def _segments(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sort order, unique sorted keys and segment starts of ``idx``."""
+    order = np.argsort(idx, kind="stable")
+    s = idx[order]
+    if s.size == 0:
+        return order, s, np.empty(0, np.intp)
+    starts = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1])))
+    return order, s[starts], starts
+
+
+def reduce_by_cell(
+    idx: np.ndarray, w: np.ndarray, x: np.ndarray, u: np.ndarray | None, ref: float
+) -> Partial:
+    """Kernel: per-cell sums of weighted values (one row per (sounding, cell) pair).
+
+    Parameters
+    ----------
+    idx : int64 array
+        Flat cell index of each contribution (any order, repeats allowed, >= 0).
+    w : float array
+        Weight of each contribution (overlap fraction, 1 for point binning, or an
+        inverse-variance weight).
+    x : float array
+        Value of each contribution (same units as ``ref``).
+    u : float array or None
+        1-sigma uncertainty of each value (same units), for the propagated
+        uncertainty of the weighted mean; None if unknown.
+    ref : float
+        Reference subtracted from ``x`` before summing.
+    """
+    if idx.size == 0:
+        return Partial.empty(ref)
+    order, keys, starts = _segments(idx)
+    ws = w[order].astype(np.float64)
+    xs = x[order].astype(np.float64)
+    d = xs - ref
+    if u is None:
+        uu = np.zeros_like(ws)
+        umiss = np.ones(ws.shape, np.int64)
+    else:
+        us = u[order].astype(np.float64)
+        ok = np.isfinite(us)
+        uu = np.where(ok, ws * ws * us * us, 0.0)
+        umiss = (~ok).astype(np.int64)
+    ends = np.append(starts[1:], idx.size)
+    return Partial(
+        idx=keys.astype(np.int64),
+        n=(ends - starts).astype(np.int64),
+        sw=np.add.reduceat(ws, starts),
+        swx=np.add.reduceat(ws * d, starts),
+        swxx=np.add.reduceat(ws * d * d, starts),
+        swwu=np.add.reduceat(uu, starts),
+        nu_missing=np.add.reduceat(umiss, starts),
+        vmin=np.minimum.reduceat(xs, starts),
+        vmax=np.maximum.reduceat(xs, starts),
+        ref=ref,
+    )
+
+
+def _rebase(p: Partial, ref: float) -> Partial:
+    """Express ``p``'s sums relative to another reference value."""
+    if p.ref == ref or len(p) == 0:
+        return Partial(p.idx, p.n, p.sw, p.swx, p.swxx, p.swwu, p.nu_missing, p.vmin, p.vmax, ref)
+    delta = p.ref - ref  # x - ref = (x - p.ref) + delta
+    swx = p.swx + delta * p.sw
+    swxx = p.swxx + 2.0 * delta * p.swx + delta * delta * p.sw
+    return Partial(p.idx, p.n, p.sw, swx, swxx, p.swwu, p.nu_missing, p.vmin, p.vmax, ref)
+
+
+def merge(*partials: Partial) -> Partial:
+    """Combine step: add the sums of the same cells; min of mins, max of maxes."""
+    parts = [p for p in partials if len(p)]
+    if not parts:
+        return Partial.empty(partials[0].ref if partials else 0.0)
+    ref = parts[0].ref
+    parts = [_rebase(p, ref) for p in parts]
+    if len(parts) == 1:
+        return parts[0]
+    cat = {k: np.concatenate([getattr(p, k) for p in parts])
+           for k in ("idx", "n", "sw", "swx", "swxx", "swwu", "nu_missing", "vmin", "vmax")}
+    order, keys, starts = _segments(cat["idx"])
+
+    def add(k: str) -> np.ndarray:
+        return np.add.reduceat(cat[k][order], starts)
+
+    return Partial(
+        idx=keys, n=add("n"), sw=add("sw"), swx=add("swx"), swxx=add("swxx"), swwu=add("swwu"),
+        nu_missing=add("nu_missing"),
+        vmin=np.minimum.reduceat(cat["vmin"][order], starts),
+        vmax=np.maximum.reduceat(cat["vmax"][order], starts),
+        ref=ref,
+    )
+
+
+def finalize_tile(p: Partial, tiling: Tiling, tile_id: int, min_weight: float = 0.0) -> np.ndarray:
+    """Finalize step: dense ``(len(STATISTICS), rows, cols)`` float64 stack for one tile.
+
+    Cells without data hold NaN in every statistic except ``count`` and ``weight``,
+    which are 0. A cell whose summed weight is <= ``min_weight`` counts as empty.
+    The std is the weighted population standard deviation
+    ``sqrt(sum w (x - mean)² / sum w)``; the uncertainty is the propagated 1-sigma
+    uncertainty of the weighted mean, ``sqrt(sum w² sigma²) / sum w`` (NaN if any
+    contributing sounding lacked an uncertainty).
+    """
+    r0, r1, c0, c1 = tiling.tile_bounds(tile_id)
+    th, tw = r1 - r0, c1 - c0
+    lo, hi = tiling.tile_range(tile_id)
+    a, b = np.searchsorted(p.idx, [lo, hi])
+    out = np.full((len(STATISTICS), th, tw), np.nan)
+    out[2] = 0.0
+    out[3] = 0.0
+    if b <= a:
+        return out
+    local = p.idx[a:b] - lo
+    rr, cc = np.divmod(local, tiling.tile)
+    sw = p.sw[a:b]
+    keep = sw > min_weight
+    rr, cc, sw = rr[keep], cc[keep], sw[keep]
+    sl = slice(a, b)
+    mean_d = p.swx[sl][keep] / sw
+    var = np.maximum(p.swxx[sl][keep] / sw - mean_d * mean_d, 0.0)
+    unc = np.sqrt(p.swwu[sl][keep]) / sw
+    unc = np.where(p.nu_missing[sl][keep] > 0, np.nan, unc)
+    for k, v in enumerate((mean_d + p.ref, np.sqrt(var), p.n[sl][keep], sw, p.vmin[sl][keep],
+                           p.vmax[sl][keep], unc)):
+        out[k, rr, cc] = v
+    return out
+
+
+def point_partial(
+    row: np.ndarray, col: np.ndarray, x: np.ndarray, u: np.ndarray | None, valid: np.ndarray,
+    tiling: Tiling, ref: float, inverse_variance: bool = False,
+) -> Partial:
+    """Kernel for ``point`` binning: each valid sounding goes to the cell holding its centre.
+
+    Parameters
+    ----------
+    row, col : int arrays
+        Cell of each sounding (-1 outside the grid), from ``GridSpec.rowcol``.
+    x, u : float arrays
+        Value and 1-sigma uncertainty.
+    valid : bool array
+        Soundings to use.
+    tiling : Tiling
+        Flat indexing of the output grid.
+    ref : float
+        Reference value for numerically stable sums.
+    inverse_variance : bool
+        Weight each sounding by 1/u² instead of 1 (soundings without a finite,
+        positive uncertainty are then dropped).
+    """
+    ok = valid & (row >= 0) & (col >= 0) & np.isfinite(x)
+    w = np.ones(x.shape, np.float64)
+    if inverse_variance:
+        if u is None:
+            return Partial.empty(ref)
+        good_u = np.isfinite(u) & (u > 0)
+        ok &= good_u
+        w = np.where(good_u, 1.0 / np.where(good_u, u, 1.0) ** 2, 0.0)
+    idx = tiling.flat(row[ok], col[ok])
+    return reduce_by_cell(idx, w[ok], x[ok], None if u is None else u[ok], ref)

@@ -1,0 +1,164 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Job configuration: YAML (``yaml.safe_load``) validated into typed models.
+
+Defaults live here and only here. Relative paths in a config file are resolved
+against the directory of that file, so a job runs the same from any working
+directory. Errors name the file and the dotted path of the bad key.
+
+Example (``configs/demo.yaml``)::
+
+    name: demo
+    inputs: ["../sample_scenes/*.nc", "../sample_scenes/*.nc4"]
+    qa_threshold: null          # each product's documented default
+    gridding:
+      grid: north_china_0p1     # a name from configs/grids.yaml, or {crs, bbox, resolution}
+      method: point
+    output:
+      dir: ../outputs/demo
+      formats: [geotiff, quicklook]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError, GridError
+from .grid import GridSpec, grid_from_mapping, named_grid
+
+__all__ = ["JobConfig", "GridConfig", "GriddingConfig", "OutputConfig", "load_config", "config_hash"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GridConfig(_Model):
+    """An inline grid: ``{crs, bbox, resolution}`` (units of the CRS)."""
+
+    crs: str = "EPSG:4326"
+    bbox: tuple[float, float, float, float]
+    resolution: float | tuple[float, float]
+    description: str = ""
+
+    @field_validator("resolution")
+    @classmethod
+    def _positive(cls, v: Any) -> Any:
+        values = v if isinstance(v, tuple) else (v,)
+        if any(r <= 0 for r in values):
+            raise ValueError("must be > 0")
+        return v
+
+
+class GriddingConfig(_Model):
+    """The gridding stage."""
+
+    grid: str | GridConfig = Field(description="grid name (configs/grids.yaml or `grids:`) or an inline grid")
+    method: Literal["point", "area"] = "area"
+    weighting: Literal["inverse_variance"] | None = None
+    min_weight: float = Field(0.0, ge=0.0)
+    tile: int = Field(512, ge=16, le=8192)
+
+
+class OutputConfig(_Model):
+    """Where and what to write."""
+
+    dir: Path
+    formats: tuple[Literal["geotiff", "netcdf", "quicklook"], ...] = ("geotiff", "quicklook")
+
+
+class JobConfig(_Model):
+    """A whole job: inputs, reading options, stages, outputs."""
+
+    name: str = "job"
+    inputs: tuple[str, ...] = Field(min_length=1, description="files or glob patterns")
+    qa_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    reader_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    grids: dict[str, GridConfig] = Field(default_factory=dict)
+    gridding: GriddingConfig
+    output: OutputConfig
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    def resolve(self, p: str | Path) -> Path:
+        """Resolve a path from the config against the config file's directory."""
+        q = Path(p).expanduser()
+        return (q if q.is_absolute() else (self.base_dir / q)).resolve()
+
+    def grid_spec(self, where: str = "config") -> GridSpec:
+        """The gridding stage's target grid."""
+        extra = {n: grid_from_mapping(n, g.model_dump(), f"{where}: grids.{n}") for n, g in self.grids.items()}
+        g = self.gridding.grid
+        if isinstance(g, str):
+            return named_grid(g, extra)
+        return grid_from_mapping("inline", g.model_dump(), f"{where}: gridding.grid")
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "tuple", "none"}
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[str, ...]:
+    """Drop pydantic's union-member tags (``str``, ``GridConfig``, ...) from an error location."""
+    out = []
+    for item in loc:
+        text = str(item)
+        if isinstance(item, str) and (text in _TYPE_TAGS or text[:1].isupper() or "[" in text):
+            continue
+        out.append(text)
+    return tuple(out)
+
+
+def _format_error(path: str, exc: ValidationError) -> str:
+    errors = sorted(exc.errors(), key=lambda e: -len(e["loc"]))
+    reported: list[tuple[str, ...]] = []
+    parts = []
+    for err in errors:
+        loc = _clean_loc(err["loc"])
+        if any(r[: len(loc)] == loc for r in reported):
+            continue  # a deeper error on the same key says more
+        reported.append(loc)
+        got = err.get("input")
+        got_s = "" if isinstance(got, dict) else f", got {got!r}"
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{'.'.join(loc) or '(top level)'}: {msg}{got_s}")
+    more = f" (and {len(parts) - 3} more)" if len(parts) > 3 else ""
+    return f"{path}: " + "; ".join(parts[:3]) + more
+
+
+def load_config(path: str | Path) -> JobConfig:
+    """Read and validate a job configuration file.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file and the dotted key, e.g.
+        ``demo.yaml: gridding.grid.resolution: must be > 0, got -0.1``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such config file; see configs/demo.yaml for an example")
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{p}: expected a mapping of settings at the top level")
+    try:
+        cfg = JobConfig.model_validate({**doc, "base_dir": p.resolve().parent})
+    except ValidationError as exc:
+        raise ConfigError(_format_error(str(p), exc)) from exc
+    try:
+        cfg.grid_spec(str(p))  # fail early on unknown or invalid grids
+    except GridError as exc:
+        raise ConfigError(f"{p}: gridding.grid: {exc}") from exc
+    return cfg
+
+
+def config_hash(cfg: JobConfig) -> str:
+    """SHA-256 (first 16 hex digits) of the validated configuration, for provenance tags."""
+    text = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

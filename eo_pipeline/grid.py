@@ -1,0 +1,394 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Target grids as immutable values: CRS + affine transform + shape.
+
+A :class:`GridSpec` is built once, normalises its CRS at construction, is
+hashable, has a deterministic dask token, and never changes: every operation
+returns a new value (the odc-geo GeoBox pattern). Grids are north-up (no rotation).
+
+Named grids come from ``configs/grids.yaml`` (see :func:`named_grid`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from functools import cache, cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from affine import Affine
+from pyproj import CRS, Transformer
+from pyproj.exceptions import CRSError
+
+from .errors import ConfigError, GridError
+
+__all__ = ["GridSpec", "named_grid", "grid_names", "load_grids", "ellipsoidal_band_area"]
+
+
+@cache
+def _crs(text: str) -> CRS:
+    return CRS.from_user_input(text)
+
+
+def _norm_crs(crs: Any) -> str:
+    """Normalise any CRS input to a stable string: ``AUTH:CODE`` where possible, else WKT2."""
+    try:
+        c = CRS.from_user_input(crs)
+    except CRSError as exc:
+        raise GridError(f"unknown CRS {crs!r} ({exc}); give an EPSG code such as 'EPSG:4326' or a PROJ/WKT string") from exc
+    auth = c.to_authority(min_confidence=100)
+    return f"{auth[0]}:{auth[1]}" if auth else c.to_wkt()
+
+
+class GridSpec:
+    """A regular, north-up grid in any CRS that pyproj knows.
+
+    Parameters
+    ----------
+    crs : str, int, pyproj.CRS
+        The grid's CRS (normalised at construction).
+    transform : affine.Affine
+        Maps (col, row) of cell corners to CRS coordinates; ``b == d == 0`` and ``e < 0``.
+    shape : (int, int)
+        ``(rows, cols)``.
+    name : str, optional
+        Registry name, for file names and metadata.
+    """
+
+    __slots__ = ("_crs", "_transform", "_shape", "_name", "__dict__")
+
+    def __init__(self, crs: Any, transform: Affine, shape: Sequence[int], name: str | None = None) -> None:
+        transform = Affine(*tuple(transform)[:6])
+        if transform.b != 0 or transform.d != 0:
+            raise GridError(f"grid transform must be north-up (no rotation), got {transform!r}")
+        if transform.a <= 0 or transform.e >= 0:
+            raise GridError(f"grid transform needs a > 0 and e < 0 (north-up), got {transform!r}")
+        rows, cols = (int(s) for s in shape)
+        if rows < 1 or cols < 1:
+            raise GridError(f"grid shape must be positive, got {tuple(shape)}")
+        self._crs = _norm_crs(crs)
+        self._transform = transform
+        self._shape = (rows, cols)
+        self._name = name
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def from_bbox(
+        cls,
+        bbox: Sequence[float],
+        resolution: float | Sequence[float],
+        crs: Any = "EPSG:4326",
+        *,
+        name: str | None = None,
+    ) -> GridSpec:
+        """Grid covering ``bbox`` = (west, south, east, north) in ``crs`` units.
+
+        Parameters
+        ----------
+        bbox : sequence of 4 floats
+            Bounds in the CRS's units (degrees for geographic CRSs, usually metres otherwise).
+        resolution : float or (float, float)
+            Cell size (x, y) in the same units, > 0. The grid starts at (west, north);
+            if the extent is not a whole number of cells it is extended east/south.
+        crs : CRS-like
+            Any CRS pyproj understands; default WGS84 lon/lat.
+        name : str, optional
+            Registry name.
+        """
+        try:
+            west, south, east, north = (float(v) for v in bbox)
+        except (TypeError, ValueError) as exc:
+            raise GridError(f"bbox must be 4 numbers (west, south, east, north), got {bbox!r}") from exc
+        if isinstance(resolution, int | float):
+            xres = yres = float(resolution)
+        else:
+            xres, yres = (float(r) for r in resolution)
+        if not (xres > 0 and yres > 0) or not all(map(math.isfinite, (xres, yres))):
+            raise GridError(f"resolution must be > 0, got {resolution!r}")
+        if not (east > west and north > south):
+            raise GridError(f"bbox must have east > west and north > south, got {bbox!r}")
+        cols = _ncells(east - west, xres)
+        rows = _ncells(north - south, yres)
+        return cls(crs, Affine(xres, 0.0, west, 0.0, -yres, north), (rows, cols), name=name)
+
+    # ------------------------------------------------------------ properties
+    @property
+    def crs(self) -> CRS:
+        """The grid's :class:`pyproj.CRS`."""
+        return _crs(self._crs)
+
+    @property
+    def crs_string(self) -> str:
+        """Normalised CRS text (``EPSG:4326`` or WKT2)."""
+        return self._crs
+
+    @property
+    def transform(self) -> Affine:
+        """Affine transform of cell corners (GDAL convention)."""
+        return self._transform
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, cols)``."""
+        return self._shape
+
+    @property
+    def name(self) -> str | None:
+        """Registry name, if any."""
+        return self._name
+
+    @property
+    def resolution(self) -> tuple[float, float]:
+        """Cell size ``(x, y)`` in CRS units (both positive)."""
+        return self._transform.a, -self._transform.e
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(west, south, east, north)`` of the outer cell edges, CRS units."""
+        t, (rows, cols) = self._transform, self._shape
+        return t.c, t.f + t.e * rows, t.c + t.a * cols, t.f
+
+    @property
+    def is_geographic(self) -> bool:
+        """True for a longitude/latitude CRS."""
+        return bool(self.crs.is_geographic)
+
+    @property
+    def units(self) -> str:
+        """Units of the x/y coordinates (``degrees`` or the projected unit, e.g. ``metre``)."""
+        if self.is_geographic:
+            return "degrees"
+        return self.crs.axis_info[0].unit_name if self.crs.axis_info else "unknown"
+
+    @cached_property
+    def x(self) -> np.ndarray:
+        """Cell-centre x coordinates (float64, CRS units)."""
+        return self._transform.c + self._transform.a * (np.arange(self._shape[1]) + 0.5)
+
+    @cached_property
+    def y(self) -> np.ndarray:
+        """Cell-centre y coordinates (float64, CRS units), north to south."""
+        return self._transform.f + self._transform.e * (np.arange(self._shape[0]) + 0.5)
+
+    def x_edges(self) -> np.ndarray:
+        """Cell edges in x (cols + 1 values)."""
+        return self._transform.c + self._transform.a * np.arange(self._shape[1] + 1)
+
+    def y_edges(self) -> np.ndarray:
+        """Cell edges in y (rows + 1 values), north to south."""
+        return self._transform.f + self._transform.e * np.arange(self._shape[0] + 1)
+
+    # ------------------------------------------------------------ areas
+    def cell_area(self) -> np.ndarray:
+        """Exact area of every cell, m², shape ``(rows, 1)`` or ``(rows, cols)``.
+
+        Geographic grids: the area on the CRS's ellipsoid of each lon/lat cell
+        (bounded by two meridians and two parallels), exact in closed form, one value
+        per row broadcast over columns (returned as ``(rows, 1)``).
+        Projected grids: the cell's area in the projected plane (``xres * yres``,
+        CRS units squared), which is the true area for an equal-area projection.
+        """
+        rows, cols = self._shape
+        if self.is_geographic:
+            ell = self.crs.ellipsoid
+            a = ell.semi_major_metre
+            inv_f = ell.inverse_flattening
+            f = 0.0 if inv_f in (0, None) or not math.isfinite(inv_f) else 1.0 / inv_f
+            lat = np.clip(self.y_edges(), -90.0, 90.0)
+            band = ellipsoidal_band_area(lat[1:], lat[:-1], a, f)
+            return (band * (self.resolution[0] / 360.0))[:, None]
+        return np.full((rows, 1), self.resolution[0] * self.resolution[1])
+
+    # ------------------------------------------------------------ indexing
+    def rowcol(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column (int64) of the cells holding points (x, y); -1 where outside.
+
+        Points exactly on an inner edge go to the cell east/south of it; the outer
+        east/south edges belong to the last column/row.
+        """
+        t, (rows, cols) = self._transform, self._shape
+        fc = (np.asarray(x, dtype=np.float64) - t.c) / t.a
+        fr = (np.asarray(y, dtype=np.float64) - t.f) / t.e
+        col = np.floor(fc)
+        row = np.floor(fr)
+        col = np.where(fc == cols, cols - 1, col)
+        row = np.where(fr == rows, rows - 1, row)
+        ok = (col >= 0) & (col < cols) & (row >= 0) & (row < rows) & np.isfinite(fc) & np.isfinite(fr)
+        return np.where(ok, row, -1).astype(np.int64), np.where(ok, col, -1).astype(np.int64)
+
+    def transformer_from(self, crs: Any = "EPSG:4326") -> Transformer:
+        """A pyproj transformer from ``crs`` (always x=lon, y=lat order) to this grid's CRS."""
+        return _transformer(_norm_crs(crs), self._crs)
+
+    def lonlat_to_xy(self, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Project WGS84 lon/lat (degrees) to grid coordinates (inf where impossible)."""
+        if self._crs == "EPSG:4326":
+            return np.asarray(lon, np.float64), np.asarray(lat, np.float64)
+        x, y = self.transformer_from("EPSG:4326").transform(lon, lat, errcheck=False)
+        return np.asarray(x, np.float64), np.asarray(y, np.float64)
+
+    # ------------------------------------------------------------ tiling
+    def tiles(self, tile: int = 512) -> Iterator[tuple[int, int, int, int]]:
+        """Yield ``(row0, row1, col0, col1)`` of square tiles of ``tile`` cells, row-major."""
+        rows, cols = self._shape
+        for r0 in range(0, rows, tile):
+            for c0 in range(0, cols, tile):
+                yield r0, min(r0 + tile, rows), c0, min(c0 + tile, cols)
+
+    # ------------------------------------------------------------ xarray helpers
+    def coords(self) -> dict[str, tuple[str, np.ndarray, dict[str, str]]]:
+        """CF coordinate variables (cell centres) for an xarray object on this grid."""
+        if self.is_geographic:
+            return {
+                "y": ("y", self.y, {"units": "degrees_north", "standard_name": "latitude", "long_name": "latitude of cell centre", "axis": "Y"}),
+                "x": ("x", self.x, {"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude of cell centre", "axis": "X"}),
+            }
+        unit = "m" if self.units in ("metre", "meter") else self.units
+        return {
+            "y": ("y", self.y, {"units": unit, "standard_name": "projection_y_coordinate", "axis": "Y"}),
+            "x": ("x", self.x, {"units": unit, "standard_name": "projection_x_coordinate", "axis": "X"}),
+        }
+
+    def cf_grid_mapping(self) -> dict[str, Any]:
+        """Attributes of a CF ``crs`` grid-mapping variable (with ``crs_wkt`` and GDAL's ``GeoTransform``)."""
+        attrs = dict(self.crs.to_cf())
+        attrs["crs_wkt"] = self.crs.to_wkt()
+        attrs["spatial_ref"] = attrs["crs_wkt"]
+        t = self._transform
+        attrs["GeoTransform"] = " ".join(str(v) for v in (t.c, t.a, t.b, t.f, t.d, t.e))
+        return attrs
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain description (for metadata and YAML)."""
+        return {"name": self._name, "crs": self._crs, "bounds": list(self.bounds),
+                "resolution": list(self.resolution), "shape": list(self._shape)}
+
+    # ------------------------------------------------------------ value semantics
+    def _key(self) -> tuple[Any, ...]:
+        return (self._crs, tuple(self._transform)[:6], self._shape)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GridSpec) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        return ("eo_pipeline.GridSpec", *self._key())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (GridSpec, (self._crs, self._transform, self._shape, self._name))
+
+    def __repr__(self) -> str:
+        w, s, e, n = self.bounds
+        label = f"{self._name!r}, " if self._name else ""
+        return (f"GridSpec({label}crs={self._crs if len(self._crs) < 40 else self._crs[:37] + '...'}, "
+                f"shape={self._shape}, res={self.resolution}, bounds=({w:g}, {s:g}, {e:g}, {n:g}))")
+
+    def with_name(self, name: str | None) -> GridSpec:
+        """The same grid under another name."""
+        return GridSpec(self._crs, self._transform, self._shape, name=name)
+
+
+def _ncells(extent: float, res: float) -> int:
+    n = extent / res
+    nearest = round(n)
+    return int(nearest) if abs(n - nearest) < 1e-6 * max(1.0, abs(n)) else int(math.ceil(n))
+
+
+@cache
+def _transformer(src: str, dst: str) -> Transformer:
+    return Transformer.from_crs(src, dst, always_xy=True)
+
+
+def ellipsoidal_band_area(lat_south: np.ndarray, lat_north: np.ndarray, a: float, f: float) -> np.ndarray:
+    """Area (m²) of the full 360-degree band between two latitudes on an ellipsoid.
+
+    Closed form via the authalic function
+    ``q(phi) = sin(phi)/(1-e^2 sin^2 phi) + 1/(2e) ln((1+e sin phi)/(1-e sin phi))``:
+    ``area = pi b^2 (q(north) - q(south))``; on a sphere (f = 0) it reduces to
+    ``2 pi a^2 (sin north - sin south)``.
+    """
+    s1 = np.sin(np.radians(lat_south))
+    s2 = np.sin(np.radians(lat_north))
+    if f == 0:
+        return 2.0 * np.pi * a * a * (s2 - s1)
+    e2 = f * (2.0 - f)
+    e = math.sqrt(e2)
+    b2 = (a * (1.0 - f)) ** 2
+
+    def q(s: np.ndarray) -> np.ndarray:
+        return s / (1.0 - e2 * s * s) + np.log((1.0 + e * s) / (1.0 - e * s)) / (2.0 * e)
+
+    return np.pi * b2 * (q(s2) - q(s1))
+
+
+# ------------------------------------------------------------------ named grids
+
+_PROJECT_GRIDS = Path(__file__).resolve().parents[1] / "configs" / "grids.yaml"
+
+
+def _grid_files() -> list[Path]:
+    files = [_PROJECT_GRIDS, Path.cwd() / "configs" / "grids.yaml"]
+    env = os.environ.get("EO_PIPELINE_GRIDS")
+    if env:
+        files += [Path(p) for p in env.split(os.pathsep) if p]
+    seen: list[Path] = []
+    for f in files:
+        if f.is_file() and f.resolve() not in seen:
+            seen.append(f.resolve())
+    return seen
+
+
+def grid_from_mapping(name: str, spec: Any, where: str) -> GridSpec:
+    """Build a grid from a YAML mapping ``{crs, bbox, resolution}``; errors name ``where``."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: grid {name!r} must be a mapping with crs, bbox and resolution")
+    missing = [k for k in ("bbox", "resolution") if k not in spec]
+    if missing:
+        raise ConfigError(f"{where}: grid {name!r} lacks {', '.join(missing)}")
+    try:
+        return GridSpec.from_bbox(spec["bbox"], spec["resolution"], spec.get("crs", "EPSG:4326"), name=name)
+    except GridError as exc:
+        raise ConfigError(f"{where}: grid {name!r}: {exc}") from exc
+
+
+def load_grids(path: str | Path) -> dict[str, GridSpec]:
+    """Read named grids from a YAML file (``grids: {name: {crs, bbox, resolution}}``)."""
+    p = Path(path)
+    try:
+        doc = yaml.safe_load(p.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{p}: cannot read grids file ({exc})") from exc
+    grids = doc.get("grids", doc) if isinstance(doc, dict) else None
+    if not isinstance(grids, dict):
+        raise ConfigError(f"{p}: expected a mapping 'grids: {{name: {{crs, bbox, resolution}}}}'")
+    return {str(k): grid_from_mapping(str(k), v, f"{p}: grids.{k}") for k, v in grids.items()}
+
+
+def _all_named() -> dict[str, GridSpec]:
+    out: dict[str, GridSpec] = {}
+    for f in _grid_files():
+        out.update(load_grids(f))
+    return out
+
+
+def grid_names() -> list[str]:
+    """Names of the grids defined in ``configs/grids.yaml`` (and ``$EO_PIPELINE_GRIDS`` files)."""
+    return sorted(_all_named())
+
+
+def named_grid(name: str, extra: dict[str, GridSpec] | None = None) -> GridSpec:
+    """Look up a named grid (user-supplied ``extra`` grids first, then the grids files)."""
+    if extra and name in extra:
+        return extra[name]
+    grids = _all_named()
+    if name not in grids:
+        raise GridError(
+            f"unknown grid {name!r}; known grids: {', '.join(sorted(grids)) or 'none'} "
+            "(define it in configs/grids.yaml, in $EO_PIPELINE_GRIDS, or in the job config's 'grids')"
+        )
+    return grids[name]
