@@ -1,0 +1,103 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The main job on the sample scenes, configuration errors, and the GeoTIFF outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import yaml
+
+from eo_pipeline.config import config_hash, load_config
+from eo_pipeline.errors import ConfigError
+from eo_pipeline.pipeline import run
+
+from .conftest import ROOT, SAMPLES
+
+
+def demo_config(tmp_path: Path, **overrides) -> Path:
+    doc = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    doc["inputs"] = [str(SAMPLES / "*.nc"), str(SAMPLES / "*.nc4")]
+    doc["output"]["dir"] = str(tmp_path / "out")
+    doc.update(overrides)
+    p = tmp_path / "job.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return p
+
+
+def test_demo_job_writes_one_cog_per_species(tmp_path):
+    from rio_cogeo.cogeo import cog_validate
+
+    cfg = load_config(demo_config(tmp_path))
+    result = run(cfg)
+    out = tmp_path / "out"
+    tifs = sorted(out.glob("*.tif"))
+    assert sorted(t.name.split("_")[0] for t in tifs) == ["xch4", "xco", "xco2"]
+    for tif in tifs:
+        valid, errors, _ = cog_validate(str(tif))
+        assert valid, errors
+        with rasterio.open(tif) as r:
+            assert r.crs.to_epsg() == 4326 and r.res == pytest.approx((0.1, 0.1))
+            assert r.descriptions[0].endswith("_mean") and r.dtypes[0] == "float32"
+            assert np.isnan(r.nodata)
+            tags = r.tags()
+            assert tags["config_hash"] == config_hash(cfg) and tags["units"] in ("ppb", "ppm", "mol m-2")
+            assert tags["software"].startswith("eo_pipeline")
+            mean = r.read(1)
+            assert np.isfinite(mean).any()
+    assert len(list(out.glob("*_mean.png"))) == 3
+    summary = json.loads((out / "job_summary.json").read_text())
+    assert summary["config_hash"] == config_hash(cfg) and len(summary["inputs"]) == 5
+    assert not list(out.glob(".*"))  # no temporary files left behind
+    assert result.outputs
+
+
+def test_demo_map_shows_the_planted_ch4_enhancement(tmp_path):
+    run(load_config(demo_config(tmp_path)))
+    manifest = json.loads((SAMPLES / "MANIFEST.json").read_text())
+    sig = next(s for s in manifest["planted_signals"] if s["species"] == "xch4")
+    with rasterio.open(next((tmp_path / "out").glob("xch4_*.tif"))) as r:
+        mean = r.read(1)
+        row, col = r.index(sig["lon"], sig["lat"])
+        window = mean[row - 1:row + 2, col - 1:col + 2]
+        background = np.nanmedian(mean)
+    assert np.nanmax(window) - background > 0.6 * sig["amplitude"]
+
+
+@pytest.mark.parametrize("patch, message", [
+    ({"gridding": {"grid": {"bbox": [0, 0, 1, 1], "resolution": -0.1}}}, "gridding.grid.resolution"),
+    ({"gridding": {"grid": "atlantis_0p1"}}, "unknown grid 'atlantis_0p1'"),
+    ({"gridding": {"grid": "north_china_0p1", "method": "nearest"}}, "gridding.method"),
+    ({"qa_threshold": 50}, "qa_threshold"),
+    ({"inputs": ["/nonexistent/*.nc"]}, "matched no file"),
+    ({"reader_options": {"s5p_ch5": {}}}, "unknown reader"),
+    ({"colour": "blue"}, "colour"),
+])
+def test_config_errors_name_the_key(tmp_path, patch, message):
+    path = demo_config(tmp_path, **patch)
+    with pytest.raises(ConfigError, match=message):
+        run(load_config(path))
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no such config"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_cli_run_failure_leaves_nothing_half_written(tmp_path):
+    path = demo_config(tmp_path, inputs=[str(SAMPLES / "*.nc"), str(tmp_path / "broken.nc")])
+    (tmp_path / "broken.nc").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    proc = subprocess.run([sys.executable, "-m", "eo_pipeline.cli", "run", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "broken.nc" in proc.stderr
+    out = tmp_path / "out"
+    assert not out.exists() or not any(out.iterdir())
