@@ -245,3 +245,18 @@ def test_no_warning_on_complete_files(ch4_file):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         eo.open_product(ch4_file)
+
+
+def test_entry_point_readers_are_discovered(monkeypatch, ch4_file):
+    from importlib.metadata import EntryPoint
+
+    import eo_pipeline.readers as registry
+
+    ep = EntryPoint(name="plugin_ch4", value="eo_pipeline.readers.s5p:S5PCH4Reader", group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [ep] if group == registry.ENTRY_POINT_GROUP else [])
+    registry._entry_point_readers.cache_clear()
+    try:
+        assert "plugin_ch4" in registry.list_readers()
+        assert eo.open_product(ch4_file, reader="plugin_ch4").attrs["reader"] == "s5p_ch4"
+    finally:
+        registry._entry_point_readers.cache_clear()
