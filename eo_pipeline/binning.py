@@ -23,7 +23,7 @@ onto dask and xarray.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -34,6 +34,7 @@ __all__ = [
     "reduce_by_cell",
     "merge",
     "finalize_tile",
+    "finalize_block",
     "point_partial",
 ]
 
@@ -43,10 +44,25 @@ STATISTICS: tuple[str, ...] = ("mean", "std", "count", "weight", "min", "max", "
 
 @dataclass(frozen=True)
 class Tiling:
-    """Tile-major flat indexing of a ``shape`` grid in square tiles of ``tile`` cells."""
+    """Tile-major flat indexing of a ``shape`` grid in square tiles of ``tile`` cells.
+
+    With ``periods`` > 1 (time composites) the index space holds one layer of tiles
+    per period: global tile id = period x tiles per layer + spatial tile id.
+    """
 
     shape: tuple[int, int]
     tile: int = 512
+    periods: int = 1
+
+    @property
+    def tiles_per_layer(self) -> int:
+        """Number of tiles covering the grid once."""
+        return self.tile_rows * self.tile_cols
+
+    @property
+    def layer_size(self) -> int:
+        """Flat indices per period layer."""
+        return self.tiles_per_layer * self.tile * self.tile
 
     @property
     def tile_cols(self) -> int:
@@ -70,8 +86,8 @@ class Tiling:
         return tile_id * size, (tile_id + 1) * size
 
     def tile_bounds(self, tile_id: int) -> tuple[int, int, int, int]:
-        """``(row0, row1, col0, col1)`` of ``tile_id``."""
-        tr, tc = divmod(tile_id, self.tile_cols)
+        """``(row0, row1, col0, col1)`` of ``tile_id`` (any period layer)."""
+        tr, tc = divmod(tile_id % self.tiles_per_layer, self.tile_cols)
         r0, c0 = tr * self.tile, tc * self.tile
         return r0, min(r0 + self.tile, self.shape[0]), c0, min(c0 + self.tile, self.shape[1])
 
@@ -97,6 +113,8 @@ class Partial:
         Extremes of the (unshifted) values.
     ref : float
         Reference value subtracted before summing (units of the values).
+    n_dropped : int
+        Footprints that could not be projected onto the grid (area method).
     """
 
     idx: np.ndarray
@@ -109,13 +127,14 @@ class Partial:
     vmin: np.ndarray
     vmax: np.ndarray
     ref: float
+    n_dropped: int = 0
 
     @classmethod
-    def empty(cls, ref: float) -> Partial:
+    def empty(cls, ref: float, n_dropped: int = 0) -> Partial:
         """A partial with no cells."""
         f = np.empty(0, np.float64)
         i = np.empty(0, np.int64)
-        return cls(i, i, f, f, f, f, i, f, f, ref)
+        return cls(i, i, f, f, f, f, i, f, f, ref, n_dropped)
 
     def __len__(self) -> int:
         return int(self.idx.size)
@@ -188,22 +207,23 @@ def reduce_by_cell(
 def _rebase(p: Partial, ref: float) -> Partial:
     """Express ``p``'s sums relative to another reference value."""
     if p.ref == ref or len(p) == 0:
-        return Partial(p.idx, p.n, p.sw, p.swx, p.swxx, p.swwu, p.nu_missing, p.vmin, p.vmax, ref)
+        return Partial(p.idx, p.n, p.sw, p.swx, p.swxx, p.swwu, p.nu_missing, p.vmin, p.vmax, ref, p.n_dropped)
     delta = p.ref - ref  # x - ref = (x - p.ref) + delta
     swx = p.swx + delta * p.sw
     swxx = p.swxx + 2.0 * delta * p.swx + delta * delta * p.sw
-    return Partial(p.idx, p.n, p.sw, swx, swxx, p.swwu, p.nu_missing, p.vmin, p.vmax, ref)
+    return Partial(p.idx, p.n, p.sw, swx, swxx, p.swwu, p.nu_missing, p.vmin, p.vmax, ref, p.n_dropped)
 
 
 def merge(*partials: Partial) -> Partial:
     """Combine step: add the sums of the same cells; min of mins, max of maxes."""
+    dropped = sum(p.n_dropped for p in partials)
     parts = [p for p in partials if len(p)]
     if not parts:
-        return Partial.empty(partials[0].ref if partials else 0.0)
+        return Partial.empty(partials[0].ref if partials else 0.0, dropped)
     ref = parts[0].ref
     parts = [_rebase(p, ref) for p in parts]
     if len(parts) == 1:
-        return parts[0]
+        return replace(parts[0], n_dropped=dropped)
     cat = {k: np.concatenate([getattr(p, k) for p in parts])
            for k in ("idx", "n", "sw", "swx", "swxx", "swwu", "nu_missing", "vmin", "vmax")}
     order, keys, starts = _segments(cat["idx"])
@@ -217,42 +237,85 @@ def merge(*partials: Partial) -> Partial:
         vmin=np.minimum.reduceat(cat["vmin"][order], starts),
         vmax=np.maximum.reduceat(cat["vmax"][order], starts),
         ref=ref,
+        n_dropped=dropped,
     )
 
 
-def finalize_tile(p: Partial, tiling: Tiling, tile_id: int, min_weight: float = 0.0) -> np.ndarray:
-    """Finalize step: dense ``(len(STATISTICS), rows, cols)`` float64 stack for one tile.
+def offset(p: Partial, by: int) -> Partial:
+    """Shift a partial's cell indices by ``by`` (moves it to another period layer)."""
+    return replace(p, idx=p.idx + by) if by else p
 
-    Cells without data hold NaN in every statistic except ``count`` and ``weight``,
-    which are 0. A cell whose summed weight is <= ``min_weight`` counts as empty.
-    The std is the weighted population standard deviation
-    ``sqrt(sum w (x - mean)² / sum w)``; the uncertainty is the propagated 1-sigma
-    uncertainty of the weighted mean, ``sqrt(sum w² sigma²) / sum w`` (NaN if any
-    contributing sounding lacked an uncertainty).
-    """
-    r0, r1, c0, c1 = tiling.tile_bounds(tile_id)
-    th, tw = r1 - r0, c1 - c0
-    lo, hi = tiling.tile_range(tile_id)
-    a, b = np.searchsorted(p.idx, [lo, hi])
-    out = np.full((len(STATISTICS), th, tw), np.nan)
-    out[2] = 0.0
-    out[3] = 0.0
-    if b <= a:
-        return out
-    local = p.idx[a:b] - lo
-    rr, cc = np.divmod(local, tiling.tile)
-    sw = p.sw[a:b]
-    keep = sw > min_weight
-    rr, cc, sw = rr[keep], cc[keep], sw[keep]
-    sl = slice(a, b)
+
+def _stat_values(p: Partial, sl: slice, keep: np.ndarray, stat: str) -> np.ndarray:
+    sw = p.sw[sl][keep]
+    if stat == "count":
+        return p.n[sl][keep]
+    if stat == "weight":
+        return sw
+    if stat == "min":
+        return p.vmin[sl][keep]
+    if stat == "max":
+        return p.vmax[sl][keep]
     mean_d = p.swx[sl][keep] / sw
-    var = np.maximum(p.swxx[sl][keep] / sw - mean_d * mean_d, 0.0)
-    unc = np.sqrt(p.swwu[sl][keep]) / sw
-    unc = np.where(p.nu_missing[sl][keep] > 0, np.nan, unc)
-    for k, v in enumerate((mean_d + p.ref, np.sqrt(var), p.n[sl][keep], sw, p.vmin[sl][keep],
-                           p.vmax[sl][keep], unc)):
-        out[k, rr, cc] = v
+    if stat == "mean":
+        return mean_d + p.ref
+    if stat == "std":
+        return np.sqrt(np.maximum(p.swxx[sl][keep] / sw - mean_d * mean_d, 0.0))
+    if stat == "uncertainty":
+        unc = np.sqrt(p.swwu[sl][keep]) / sw
+        return np.where(p.nu_missing[sl][keep] > 0, np.nan, unc)
+    raise ValueError(f"unknown statistic {stat!r}; choose from {STATISTICS}")
+
+
+#: Value of a cell without data, per statistic.
+EMPTY_VALUE: dict[str, float] = {s: (0.0 if s in ("count", "weight") else np.nan) for s in STATISTICS}
+
+
+def finalize_block(
+    p: Partial, tiling: Tiling, layer: int, r0: int, r1: int, c0: int, c1: int, stat: str,
+    min_weight: float = 0.0,
+) -> np.ndarray:
+    """Finalize step: the dense ``(r1 - r0, c1 - c0)`` float32 array of one statistic in one block.
+
+    The block (rows ``r0:r1``, columns ``c0:c1`` of period ``layer``) must be aligned to
+    the tiling's tiles. Cells without data hold NaN, except ``count`` and ``weight``,
+    which are 0. A cell whose summed weight is <= ``min_weight`` counts as empty. A
+    block without any data is returned as a read-only broadcast view, so empty blocks
+    never allocate memory. Statistics (:data:`STATISTICS`): the weighted ``mean``; the
+    weighted population ``std`` ``sqrt(sum w (x - mean)² / sum w)``; ``count`` of
+    contributing soundings; ``weight`` = sum of weights; ``min``/``max``; and the
+    propagated 1-sigma ``uncertainty`` of the weighted mean, ``sqrt(sum w² sigma²) / sum w``
+    (NaN if any contributing sounding lacked an uncertainty).
+    """
+    t = tiling.tile
+    th, tw = r1 - r0, c1 - c0
+    fill = np.float32(EMPTY_VALUE[stat])
+    out: np.ndarray | None = None
+    for tr in range(r0 // t, -(-r1 // t)):
+        for tc in range(c0 // t, -(-c1 // t)):
+            tid = layer * tiling.tiles_per_layer + tr * tiling.tile_cols + tc
+            lo, hi = tiling.tile_range(tid)
+            a, b = np.searchsorted(p.idx, [lo, hi])
+            if b <= a:
+                continue
+            sl = slice(a, b)
+            keep = p.sw[sl] > min_weight
+            if not keep.any():
+                continue
+            if out is None:
+                out = np.full((th, tw), fill, np.float32)
+            rr, cc = np.divmod(p.idx[sl][keep] - lo, t)
+            out[rr + (tr * t - r0), cc + (tc * t - c0)] = _stat_values(p, sl, keep, stat)
+    if out is None:
+        return np.broadcast_to(fill, (th, tw))
     return out
+
+
+def finalize_tile(p: Partial, tiling: Tiling, tile_id: int, min_weight: float = 0.0) -> np.ndarray:
+    """All statistics of one tile (``tile_id`` in any period layer), stacked ``(len(STATISTICS), rows, cols)``."""
+    r0, r1, c0, c1 = tiling.tile_bounds(tile_id)
+    layer = tile_id // tiling.tiles_per_layer
+    return np.stack([finalize_block(p, tiling, layer, r0, r1, c0, c1, s, min_weight) for s in STATISTICS])
 
 
 def point_partial(

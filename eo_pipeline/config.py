@@ -62,7 +62,7 @@ class GriddingConfig(_Model):
     method: Literal["point", "area"] = "area"
     weighting: Literal["inverse_variance"] | None = None
     min_weight: float = Field(0.0, ge=0.0)
-    tile: int = Field(512, ge=16, le=8192)
+    chunk: int | None = Field(None, ge=512, le=16384, multiple_of=512)
 
 
 class OutputConfig(_Model):

@@ -360,6 +360,16 @@ def load_grids(path: str | Path) -> dict[str, GridSpec]:
     """Read named grids from a YAML file (``grids: {name: {crs, bbox, resolution}}``)."""
     p = Path(path)
     try:
+        stat = p.stat()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read grids file ({exc})") from exc
+    return dict(_load_grids_cached(str(p), stat.st_mtime_ns, stat.st_size))
+
+
+@cache
+def _load_grids_cached(path: str, mtime_ns: int, size: int) -> dict[str, GridSpec]:
+    p = Path(path)
+    try:
         doc = yaml.safe_load(p.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{p}: cannot read grids file ({exc})") from exc

@@ -103,7 +103,7 @@ def run(cfg: JobConfig, *, scheduler: str | None = None) -> JobResult:
     stem_grid = grid.name or "grid"
     for name, group in sorted(by_species.items()):
         l3 = grid_soundings(group, grid, method=cfg.gridding.method, weighting=cfg.gridding.weighting,
-                            tile=cfg.gridding.tile, min_weight=cfg.gridding.min_weight)
+                            chunk=cfg.gridding.chunk, min_weight=cfg.gridding.min_weight)
         l3.attrs["config_hash"] = chash
         l3.attrs["job"] = cfg.name
         stem = f"{name}_{cfg.gridding.method}_{stem_grid}"

@@ -57,8 +57,8 @@ class _TileWriter:
         self.lock = lock
 
     def __setitem__(self, key: tuple[slice, slice, slice], block: np.ndarray) -> None:
-        if block.size == 0 or bool(np.all(np.isnan(block))):
-            return  # sparse: never allocate or write tiles without data
+        if _is_empty(block):
+            return  # sparse: tiles without data are never written (they read back as nodata)
         bands, rows, cols = key
         b0 = bands.start or 0
         window = Window.from_slices(rows, cols)
@@ -66,6 +66,15 @@ class _TileWriter:
         with lock, rasterio.open(self.path, "r+") as dst:
             for k in range(block.shape[0]):
                 dst.write(block[k].astype(np.float32), b0 + k + 1, window=window)
+
+
+def _is_empty(block: np.ndarray) -> bool:
+    """True for a block without data: empty, a broadcast fill view, or all NaN."""
+    if block.size == 0:
+        return True
+    if 0 in block.strides[1:]:  # eo_pipeline's finalize returns broadcast views for empty blocks
+        return bool(np.all(np.isnan(block[:, :1, :1]) | (block[:, :1, :1] == 0)))
+    return bool(np.all(np.isnan(block) | (block == 0)))
 
 
 def _default_lock() -> Any:
@@ -154,7 +163,7 @@ def write_cog(
     if not names:
         raise OutputError(f"{path}: nothing to write (no (y, x) variables)")
     stack = da.stack([da.asarray(ds[n].data).astype(np.float32) for n in names])
-    stack = stack.rechunk((len(names), BLOCK, BLOCK))
+    stack = stack.rechunk({0: len(names)})
     tmp = str(parent / f".{Path(path).name}.tmp")
     try:
         _create_tmp(Path(tmp), grid, names)

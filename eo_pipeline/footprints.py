@@ -1,0 +1,312 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Sounding footprints: read them, derive them from pixel centres, or model them as circles,
+and turn them into polygons in a target grid's cell-index space.
+
+Corner derivation for swaths (S5P order kept)
+---------------------------------------------
+Every interior corner is the mean of the four pixel centres around it, in degrees,
+with longitudes unwrapped first; corners on the swath's edges and ends are
+extrapolated linearly from the two nearest rows or columns of corners. Pixel
+``(i, j)`` then has corners ``G[i, j], G[i, j+1], G[i+1, j+1], G[i+1, j]`` (S5P order:
+(scanline-, pixel-), (scanline-, pixel+), (scanline+, pixel+), (scanline+, pixel-)).
+
+Polygons on a grid
+------------------
+Corners are unwrapped around the first corner, projected into the grid's CRS with
+pyproj (geographic grids keep degrees), and scaled to cell-index space, where every
+cell is a unit square. Geographic grids get shifted copies (+-360 degrees) of any
+polygon reaching past the grid's east or west edge, so pixels that cross the
+antimeridian land on both sides instead of smearing across the map. A pixel that
+encloses a pole becomes the region between its boundary and the pole (a "cap" in
+lon/lat space). Footprints that cannot be projected, or whose projected shape is torn
+apart by the projection's seam, are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import math
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from .grid import GridSpec
+from .schema import CORNER_DIM, SWATH_DIMS
+
+__all__ = [
+    "derive_corner_grid",
+    "derive_corners",
+    "derive_corners_lazy",
+    "with_derived_corners",
+    "circle_footprints",
+    "polygons_in_grid",
+    "FOV_DIAMETER_KM",
+]
+
+#: Diameter of the circular field of view of instruments without footprint corners, km.
+FOV_DIAMETER_KM: dict[str, float] = {"TANSO-FTS": 10.5, "TANSO-FTS-2": 9.7}
+EARTH_RADIUS_KM = 6371.0088
+#: Polygons whose projected edges are this many times longer than on the sphere are torn by a seam.
+SEAM_STRETCH = 20.0
+
+
+# ----------------------------------------------------------------------- corner derivation
+def _fill_nan(a: np.ndarray, axis: int) -> np.ndarray:
+    """Forward- then backward-fill NaNs along ``axis`` (for unwrapping across gaps)."""
+    a = np.moveaxis(a, axis, -1)
+    ok = np.isfinite(a)
+    n = a.shape[-1]
+    idx = np.where(ok, np.arange(n), 0)
+    np.maximum.accumulate(idx, axis=-1, out=idx)
+    out = np.take_along_axis(a, idx, axis=-1)
+    ok2 = np.isfinite(out)
+    idx_b = np.where(ok2, np.arange(n), n - 1)
+    idx_b = np.flip(np.minimum.accumulate(np.flip(idx_b, -1), axis=-1), -1)
+    out = np.take_along_axis(out, idx_b, axis=-1)
+    return np.moveaxis(out, -1, axis)
+
+
+def _unwrap_swath(lon: np.ndarray) -> np.ndarray:
+    """Unwrap longitudes along scanlines and ground pixels, NaN-safe (NaNs restored)."""
+    filled = _fill_nan(_fill_nan(lon.astype(np.float64), 1), 0)
+    col0 = np.unwrap(filled[:, 0], period=360.0) if filled.shape[0] else filled[:, 0]
+    shift = np.round((col0 - filled[:, 0]) / 360.0) * 360.0
+    out = np.unwrap(filled + shift[:, None], period=360.0, axis=1)
+    out[~np.isfinite(lon)] = np.nan
+    return out
+
+
+def derive_corner_grid(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel: the (n+1, m+1) grid of corners of an (n, m) swath of pixel centres.
+
+    Interior corners are the mean of the four surrounding centres (longitudes unwrapped
+    first); the columns of corners on the swath edges, then the rows at its ends, are
+    extrapolated linearly from the two nearest columns/rows of corners. Longitudes stay
+    unwrapped. Needs at least 3 x 3 pixels.
+    """
+    lat = np.asarray(lat, np.float64)
+    lon = _unwrap_swath(np.asarray(lon, np.float64))
+    n, m = lat.shape
+    if n < 3 or m < 3:
+        raise ValueError(f"deriving corners needs at least 3 x 3 pixels, got {lat.shape}")
+    out = []
+    for v in (lat, lon):
+        g = np.empty((n + 1, m + 1))
+        g[1:-1, 1:-1] = 0.25 * (v[:-1, :-1] + v[:-1, 1:] + v[1:, :-1] + v[1:, 1:])
+        g[1:-1, 0] = 2 * g[1:-1, 1] - g[1:-1, 2]
+        g[1:-1, -1] = 2 * g[1:-1, -2] - g[1:-1, -3]
+        g[0, :] = 2 * g[1, :] - g[2, :]
+        g[-1, :] = 2 * g[-2, :] - g[-3, :]
+        out.append(g)
+    return out[0], out[1]
+
+
+def _corners_from_grid(g: np.ndarray) -> np.ndarray:
+    """(n+1, m+1) corner grid -> (n, m, 4) per-pixel corners in S5P order."""
+    return np.stack([g[:-1, :-1], g[:-1, 1:], g[1:, 1:], g[1:, :-1]], axis=-1)
+
+
+def _wrap180(lon: np.ndarray) -> np.ndarray:
+    return (lon + 180.0) % 360.0 - 180.0
+
+
+def derive_corners(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel: per-pixel corners (n, m, 4) of a swath, S5P order, longitudes in [-180, 180)."""
+    glat, glon = derive_corner_grid(lat, lon)
+    return _corners_from_grid(glat), _wrap180(_corners_from_grid(glon))
+
+
+def _derive_block(lat: np.ndarray, lon: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+    """map_blocks kernel on a halo-extended block: returns (rows, m, 4, 2) for the block's own rows."""
+    info = (block_info or {}).get(0, {})
+    loc = info.get("chunk-location", (0, 0))[0]
+    nchunks = info.get("num-chunks", (1, 1))[0]
+    top = 1 if loc > 0 else 0
+    bottom = 1 if loc < nchunks - 1 else 0
+    blat, blon = derive_corners(lat, lon)
+    stop = lat.shape[0] - bottom
+    return np.stack([blat[top:stop], blon[top:stop]], axis=-1).astype(np.float32)
+
+
+def _merge_small(chunks: tuple[int, ...], minimum: int) -> tuple[int, ...]:
+    """Merge chunks smaller than ``minimum`` into their neighbours."""
+    out: list[int] = []
+    for c in chunks:
+        if out and (c < minimum or out[-1] < minimum):
+            out[-1] += c
+        else:
+            out.append(c)
+    return tuple(out)
+
+
+def derive_corners_lazy(lat: da.Array, lon: da.Array) -> tuple[da.Array, da.Array]:
+    """Dask wrapper of :func:`derive_corners`: chunks along scanlines with a one-row halo."""
+    lat = da.asarray(lat)
+    lon = da.asarray(lon).rechunk(lat.chunks)
+    if lat.chunks[1] != (lat.shape[1],):
+        lat = lat.rechunk({1: -1})
+        lon = lon.rechunk({1: -1})
+    row_chunks = _merge_small(lat.chunks[0], 3)  # every block needs 3 rows of its own
+    if row_chunks != lat.chunks[0]:
+        lat = lat.rechunk({0: row_chunks})
+        lon = lon.rechunk({0: row_chunks})
+    ext_lat = da.overlap.overlap(lat, depth={0: 1, 1: 0}, boundary="none")
+    ext_lon = da.overlap.overlap(lon, depth={0: 1, 1: 0}, boundary="none")
+    both = da.map_blocks(
+        _derive_block, ext_lat, ext_lon, dtype=np.float32, new_axis=[2, 3],
+        chunks=(row_chunks, (lat.shape[1],), (4,), (2,)),
+        meta=np.empty((0, 0, 0, 0), np.float32),
+    )
+    return both[..., 0], both[..., 1]
+
+
+def with_derived_corners(ds: xr.Dataset) -> xr.Dataset:
+    """Return ``ds`` with corners derived from centres where it has none (swaths only).
+
+    The derived ``latitude_bounds``/``longitude_bounds`` carry ``corners = "derived from
+    pixel centres"``; datasets that already have corners are returned unchanged.
+    """
+    if "latitude_bounds" in ds and "longitude_bounds" in ds:
+        return ds
+    if ds["latitude"].dims != SWATH_DIMS:
+        raise ValueError("corners can only be derived for swaths with (scanline, ground_pixel) dimensions")
+    blat, blon = derive_corners_lazy(ds["latitude"].data, ds["longitude"].data)
+    note = "derived from pixel centres (interior: mean of 4 centres; edges: linear extrapolation)"
+    out = ds.copy()
+    out["latitude_bounds"] = xr.DataArray(blat, dims=(*SWATH_DIMS, CORNER_DIM),
+                                          attrs={"units": "degrees_north", "corners": note})
+    out["longitude_bounds"] = xr.DataArray(blon, dims=(*SWATH_DIMS, CORNER_DIM),
+                                           attrs={"units": "degrees_east", "corners": note})
+    out.attrs["corners_source"] = "derived"
+    return out
+
+
+# ----------------------------------------------------------------------- circular fields of view
+def circle_footprints(lon: np.ndarray, lat: np.ndarray, diameter_km: float, nvert: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel: ``nvert``-gons of the same area as circles of ``diameter_km`` around each centre.
+
+    Built in the local tangent plane (adequate for ~10 km footprints); returns lon/lat
+    vertices (N, nvert), counter-clockwise, longitudes unwrapped around the centre.
+    """
+    r = 0.5 * diameter_km * math.sqrt(math.pi / (0.5 * nvert * math.sin(2 * math.pi / nvert)))
+    theta = np.linspace(0.0, 2 * np.pi, nvert, endpoint=False)
+    km_per_deg = EARTH_RADIUS_KM * math.pi / 180.0
+    lat = np.asarray(lat, np.float64)[:, None]
+    lon = np.asarray(lon, np.float64)[:, None]
+    dlat = r * np.sin(theta)[None, :] / km_per_deg
+    coslat = np.maximum(np.cos(np.radians(lat)), 1e-6)
+    dlon = r * np.cos(theta)[None, :] / (km_per_deg * coslat)
+    vlat = lat + dlat
+    vlon = lon + dlon
+    over = np.abs(vlat) > 90.0  # reflect across the pole
+    vlat = np.where(over, np.sign(vlat) * 180.0 - vlat, vlat)
+    vlon = np.where(over, vlon + 180.0, vlon)
+    return vlon, vlat
+
+
+# ----------------------------------------------------------------------- polygons in a grid
+def _unwrap_polygons(lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unwrap each polygon's longitudes around its first vertex; return them and the winding (turns)."""
+    d = np.diff(lon, axis=1, append=lon[:, :1])
+    d = (d + 180.0) % 360.0 - 180.0
+    turns = np.rint(np.nansum(d, axis=1) / 360.0)
+    cum = np.concatenate([lon[:, :1], lon[:, :1] + np.cumsum(d[:, :-1], axis=1)], axis=1)
+    return cum, turns
+
+
+def _pole_caps(lon_u: np.ndarray, lat: np.ndarray, turns: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Close pole-enclosing polygons along the pole; pad the others to the same vertex count.
+
+    A polygon whose boundary winds once around a pole spans 360 degrees of unwrapped
+    longitude; in lon/lat space the pixel is the region between that boundary and the
+    pole, so the ring is closed with (first + 360, lat0), (first + 360, pole), (first, pole).
+    """
+    n, k = lon_u.shape
+    out_lon = np.concatenate([lon_u, np.repeat(lon_u[:, -1:], 3, axis=1)], axis=1)
+    out_lat = np.concatenate([lat, np.repeat(lat[:, -1:], 3, axis=1)], axis=1)
+    nv = np.full(n, k, np.int64)
+    cap = turns != 0
+    if cap.any():
+        pole = np.where(lat[cap].mean(axis=1) >= 0, 90.0, -90.0)
+        end = lon_u[cap, 0] + 360.0 * turns[cap]
+        out_lon[cap, k], out_lat[cap, k] = end, lat[cap, 0]
+        out_lon[cap, k + 1], out_lat[cap, k + 1] = end, pole
+        out_lon[cap, k + 2], out_lat[cap, k + 2] = lon_u[cap, 0], pole
+        nv[cap] = k + 3
+    return out_lon, out_lat, nv
+
+
+def _haversine_km(lon1: np.ndarray, lat1: np.ndarray, lon2: np.ndarray, lat2: np.ndarray) -> np.ndarray:
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    dl = np.radians(lon2 - lon1)
+    a = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
+
+
+def _geographic_polygons(
+    lon_b: np.ndarray, lat_b: np.ndarray, keep: np.ndarray, grid: GridSpec
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    lon_u, turns = _unwrap_polygons(lon_b)
+    lon_p, lat_p, nv = _pole_caps(lon_u, lat_b, turns)
+    torn = keep & (turns == 0) & (np.ptp(lon_u, axis=1) > 180.0)  # degenerate near-pole slivers
+    keep = keep & ~torn
+    west, _, east, _ = grid.bounds
+    lon_p = lon_p - np.floor((lon_p[:, :1] - west) / 360.0) * 360.0  # first vertex in [west, west + 360)
+    xmin, xmax = lon_p.min(axis=1), lon_p.max(axis=1)
+    src, xs, ys = [], [], []
+    for shift in (-360.0, 0.0, 360.0):
+        idx = np.flatnonzero(keep & (xmax + shift > west) & (xmin + shift < east))
+        src.append(idx)
+        xs.append(lon_p[idx] + shift)
+        ys.append(lat_p[idx])
+    src_a = np.concatenate(src)
+    return np.concatenate(xs), np.concatenate(ys), nv[src_a], src_a, int(torn.sum())
+
+
+def _projected_polygons(
+    lon_b: np.ndarray, lat_b: np.ndarray, keep: np.ndarray, grid: GridSpec
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    idx = np.flatnonzero(keep)
+    lon, lat = _wrap180(lon_b[idx]), lat_b[idx]
+    x, y = grid.lonlat_to_xy(lon.ravel(), lat.ravel())
+    x, y = x.reshape(lon.shape), y.reshape(lon.shape)
+    ok = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1)
+    # a footprint torn by the projection's seam has projected edges far longer than on the sphere
+    unit = grid.crs.axis_info[0].unit_conversion_factor if grid.crs.axis_info else 1.0
+    proj_edge = unit * np.hypot(np.roll(x, -1, axis=1) - x, np.roll(y, -1, axis=1) - y)
+    geo_edge = 1000.0 * _haversine_km(lon, lat, np.roll(lon, -1, axis=1), np.roll(lat, -1, axis=1))
+    with np.errstate(invalid="ignore"):
+        ok &= ~np.any(proj_edge > SEAM_STRETCH * geo_edge + 1000.0, axis=1)
+    nv = np.full(int(ok.sum()), lon_b.shape[1], np.int64)
+    return x[ok], y[ok], nv, idx[ok], int((~ok).sum())
+
+
+def polygons_in_grid(
+    lon_b: np.ndarray, lat_b: np.ndarray, grid: GridSpec
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Kernel: footprint polygons (N, K) in degrees -> polygons in ``grid``'s cell-index space.
+
+    Returns
+    -------
+    px, py : float64 (P, K')
+        Vertices in cell-index space (column, row); P may exceed N (shifted copies).
+    nv : int64 (P,)
+        Vertex counts (padding repeats the last vertex).
+    src : int64 (P,)
+        Index of the footprint each polygon comes from.
+    n_dropped : int
+        Footprints with finite corners that could not be projected (non-finite after
+        projection, torn apart by the projection's seam, or degenerate near a pole).
+    """
+    lon_b = np.asarray(lon_b, np.float64)
+    lat_b = np.asarray(lat_b, np.float64)
+    keep = np.isfinite(lon_b).all(axis=1) & np.isfinite(lat_b).all(axis=1) & (np.abs(lat_b) <= 90.0).all(axis=1)
+    lon0 = np.where(keep[:, None], lon_b, 0.0)
+    lat0 = np.where(keep[:, None], lat_b, 0.0)
+    if grid.is_geographic:
+        x, y, nv, src, dropped = _geographic_polygons(lon0, lat0, keep, grid)
+    else:
+        x, y, nv, src, dropped = _projected_polygons(lon0, lat0, keep, grid)
+    t = grid.transform
+    px = (x - t.c) / t.a
+    py = (y - t.f) / t.e
+    return px, py, nv, src.astype(np.int64), dropped
