@@ -60,6 +60,49 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_grid(args: argparse.Namespace) -> int:
+    import glob as _glob
+    from pathlib import Path
+
+    from .composite import composite
+    from .errors import ConfigError
+    from .grid import GridSpec, named_grid
+    from .gridding import grid_soundings
+    from .pipeline import write_level3
+    from .readers import open_product
+
+    if args.grid:
+        grid = named_grid(args.grid)
+    else:
+        if args.bbox is None or args.resolution is None:
+            raise ConfigError("give --grid NAME, or --bbox W S E N together with --resolution R [--crs CRS]")
+        grid = GridSpec.from_bbox(args.bbox, args.resolution, args.crs)
+    out = Path(args.output)
+    suffix = out.suffix.lower()
+    if suffix not in (".tif", ".tiff", ".nc"):
+        raise ConfigError(f"{out}: the output must end in .tif (Cloud-Optimized GeoTIFF) or .nc (CF-NetCDF)")
+    files: list[str] = []
+    for f in args.files:
+        files += sorted(_glob.glob(f)) if _glob.has_magic(f) else [f]
+    if not files:
+        raise ConfigError(f"{' '.join(args.files)}: no input file matched")
+    products = [open_product(f, qa_threshold=args.qa_threshold) for f in files]
+    common = dict(method=args.method, weighting=args.weighting)
+    l3 = composite(products, grid, period=args.period, **common) if args.period else grid_soundings(products, grid, **common)
+    formats = ("netcdf",) if suffix == ".nc" else ("geotiff",)
+    if args.quicklook:
+        formats += ("quicklook",)
+    import dask
+
+    tasks, outputs = write_level3(l3, out.parent, out.stem, formats)
+    if suffix == ".nc":
+        outputs = [str(out) if o.endswith(".nc") else o for o in outputs]
+    dask.compute(*tasks)
+    for o in outputs:
+        print(o)
+    return 0
+
+
 def _cmd_make_samples(args: argparse.Namespace) -> int:
     from .samples import make_samples
 
@@ -112,6 +155,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", default=None, choices=["threads", "processes", "synchronous"],
                    help="dask scheduler (default: threads)")
     s.set_defaults(func=_cmd_run)
+
+    s = sub.add_parser("grid", help="grid Level-2 files onto a map grid -> COG (.tif) or CF-NetCDF (.nc)")
+    s.add_argument("files", nargs="+", metavar="FILE", help="Level-2 files or glob patterns (one species)")
+    where = s.add_mutually_exclusive_group(required=True)
+    where.add_argument("--grid", help="a named grid (see 'eo-pipeline grids')")
+    where.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"),
+                       help="bounding box in the CRS's units (with --resolution)")
+    s.add_argument("--resolution", type=float, help="cell size in the CRS's units (with --bbox)")
+    s.add_argument("--crs", default="EPSG:4326", help="CRS of --bbox/--resolution (default EPSG:4326)")
+    s.add_argument("--method", choices=["area", "point"], default="area")
+    s.add_argument("--weighting", choices=["inverse_variance"], default=None)
+    s.add_argument("--period", choices=["day", "month"], default=None, help="daily/monthly composites")
+    s.add_argument("--qa-threshold", type=float, default=None, help="0..1 (default: each product's)")
+    s.add_argument("--quicklook", action="store_true", help="also write a PNG quicklook of the mean")
+    s.add_argument("-o", "--output", required=True, help="OUT.tif (COG) or OUT.nc (CF-NetCDF)")
+    s.set_defaults(func=_cmd_grid)
 
     s = sub.add_parser("make-samples", help="(re)write the synthetic sample scenes")
     s.add_argument("--out", default="sample_scenes")

@@ -61,6 +61,9 @@ class GriddingConfig(_Model):
     grid: str | GridConfig = Field(description="grid name (configs/grids.yaml or `grids:`) or an inline grid")
     method: Literal["point", "area"] = "area"
     weighting: Literal["inverse_variance"] | None = None
+    composite: Literal["day", "month"] | None = None
+    no_corners: Literal["fov", "point"] = "fov"
+    fov_diameter_km: float | None = Field(None, gt=0)
     min_weight: float = Field(0.0, ge=0.0)
     chunk: int | None = Field(None, ge=512, le=16384, multiple_of=512)
 

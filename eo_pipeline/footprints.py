@@ -29,6 +29,8 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from pyproj import Geod
+
 from .grid import GridSpec
 from .schema import CORNER_DIM, SWATH_DIMS
 
@@ -45,6 +47,7 @@ __all__ = [
 #: Diameter of the circular field of view of instruments without footprint corners, km.
 FOV_DIAMETER_KM: dict[str, float] = {"TANSO-FTS": 10.5, "TANSO-FTS-2": 9.7}
 EARTH_RADIUS_KM = 6371.0088
+_GEOD = Geod(ellps="WGS84")
 #: Polygons whose projected edges are this many times longer than on the sphere are torn by a seam.
 SEAM_STRETCH = 20.0
 
@@ -184,23 +187,17 @@ def with_derived_corners(ds: xr.Dataset) -> xr.Dataset:
 def circle_footprints(lon: np.ndarray, lat: np.ndarray, diameter_km: float, nvert: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """Kernel: ``nvert``-gons of the same area as circles of ``diameter_km`` around each centre.
 
-    Built in the local tangent plane (adequate for ~10 km footprints); returns lon/lat
-    vertices (N, nvert), counter-clockwise, longitudes unwrapped around the centre.
+    Vertices lie on the WGS84 geodesic circle (pyproj ``Geod.fwd``) of the radius that
+    gives a regular ``nvert``-gon the circle's area; returns lon/lat vertices
+    (N, nvert) in order around the centre.
     """
-    r = 0.5 * diameter_km * math.sqrt(math.pi / (0.5 * nvert * math.sin(2 * math.pi / nvert)))
-    theta = np.linspace(0.0, 2 * np.pi, nvert, endpoint=False)
-    km_per_deg = EARTH_RADIUS_KM * math.pi / 180.0
-    lat = np.asarray(lat, np.float64)[:, None]
-    lon = np.asarray(lon, np.float64)[:, None]
-    dlat = r * np.sin(theta)[None, :] / km_per_deg
-    coslat = np.maximum(np.cos(np.radians(lat)), 1e-6)
-    dlon = r * np.cos(theta)[None, :] / (km_per_deg * coslat)
-    vlat = lat + dlat
-    vlon = lon + dlon
-    over = np.abs(vlat) > 90.0  # reflect across the pole
-    vlat = np.where(over, np.sign(vlat) * 180.0 - vlat, vlat)
-    vlon = np.where(over, vlon + 180.0, vlon)
-    return vlon, vlat
+    r_m = 500.0 * diameter_km * math.sqrt(math.pi / (0.5 * nvert * math.sin(2 * math.pi / nvert)))
+    lon = np.asarray(lon, np.float64)
+    lat = np.asarray(lat, np.float64)
+    az = np.linspace(0.0, 360.0, nvert, endpoint=False)
+    n = lon.size
+    vlon, vlat, _ = _GEOD.fwd(np.repeat(lon, nvert), np.repeat(lat, nvert), np.tile(az, n), np.full(n * nvert, r_m))
+    return np.asarray(vlon).reshape(n, nvert), np.asarray(vlat).reshape(n, nvert)
 
 
 # ----------------------------------------------------------------------- polygons in a grid
@@ -272,9 +269,9 @@ def _projected_polygons(
     ok = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1)
     # a footprint torn by the projection's seam has projected edges far longer than on the sphere
     unit = grid.crs.axis_info[0].unit_conversion_factor if grid.crs.axis_info else 1.0
-    proj_edge = unit * np.hypot(np.roll(x, -1, axis=1) - x, np.roll(y, -1, axis=1) - y)
     geo_edge = 1000.0 * _haversine_km(lon, lat, np.roll(lon, -1, axis=1), np.roll(lat, -1, axis=1))
     with np.errstate(invalid="ignore"):
+        proj_edge = unit * np.hypot(np.roll(x, -1, axis=1) - x, np.roll(y, -1, axis=1) - y)
         ok &= ~np.any(proj_edge > SEAM_STRETCH * geo_edge + 1000.0, axis=1)
     nv = np.full(int(ok.sum()), lon_b.shape[1], np.int64)
     return x[ok], y[ok], nv, idx[ok], int((~ok).sum())

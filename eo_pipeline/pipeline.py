@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import dask
+import numpy as np
 import xarray as xr
 
 from ._version import __version__
 from .config import JobConfig, config_hash
 from .errors import ConfigError
+from .composite import composite
 from .gridding import grid_soundings
 from .io.geotiff import write_cog
+from .io.netcdf import write_netcdf
 from .io.quicklook import quicklook
 from .readers import detect_reader, list_readers, open_product
 from .readers._netcdf import NCFile
@@ -77,6 +80,48 @@ def open_inputs(cfg: JobConfig, files: list[Path]) -> list[xr.Dataset]:
     return datasets
 
 
+def level3(cfg: JobConfig, products: list[xr.Dataset], grid: Any) -> xr.Dataset:
+    """The gridding stage of a job: one map, or daily/monthly composites with a time axis."""
+    g = cfg.gridding
+    common = dict(method=g.method, weighting=g.weighting, chunk=g.chunk, min_weight=g.min_weight,
+                  fov_diameter_km=g.fov_diameter_km, no_corners=g.no_corners)
+    if g.composite:
+        return composite(products, grid, period=g.composite, **common)
+    return grid_soundings(products, grid, **common)
+
+
+def _step_label(t: Any, period: str) -> str:
+    text = str(np.datetime_as_string(np.datetime64(t, "D")))
+    return text.replace("-", "") if period == "day" else text[:7].replace("-", "")
+
+
+def write_level3(l3: xr.Dataset, out_dir: Path, stem: str, formats: Any) -> tuple[list[Any], list[str]]:
+    """Delayed writers of a Level-3 dataset: COG (one per time step), CF-NetCDF, quicklook PNG."""
+    tasks: list[Any] = []
+    outputs: list[str] = []
+    variable = f"{l3.attrs['variable']}_mean"
+    steps = [(None, l3)] if "time" not in l3.dims else [
+        (_step_label(t, l3.attrs.get("composite_period", "day")), l3.isel(time=k)) for k, t in enumerate(l3.time.values)]
+    for label, step in steps:
+        name = stem if label is None else f"{stem}_{label}"
+        if "time" in step.coords:
+            step = step.drop_vars([v for v in ("time", "time_bounds") if v in step.variables])
+        if "geotiff" in formats:
+            path = out_dir / f"{name}.tif"
+            tasks.append(write_cog(step, path, variables=[v for v in step.data_vars if step[v].dims == ("y", "x")],
+                                   compute=False))
+            outputs.append(str(path))
+        if "quicklook" in formats:
+            path = out_dir / f"{name}_mean.png"
+            tasks.append(quicklook(step, variable, path, compute=False))
+            outputs.append(str(path))
+    if "netcdf" in formats:
+        path = out_dir / f"{stem}.nc"
+        tasks.append(write_netcdf(l3, path, compute=False))
+        outputs.append(str(path))
+    return tasks, outputs
+
+
 def run(cfg: JobConfig, *, scheduler: str | None = None) -> JobResult:
     """Run a job: read, grid each species, write COG/quicklook outputs; compute once.
 
@@ -102,25 +147,13 @@ def run(cfg: JobConfig, *, scheduler: str | None = None) -> JobResult:
     outputs: list[str] = []
     stem_grid = grid.name or "grid"
     for name, group in sorted(by_species.items()):
-        l3 = grid_soundings(group, grid, method=cfg.gridding.method, weighting=cfg.gridding.weighting,
-                            chunk=cfg.gridding.chunk, min_weight=cfg.gridding.min_weight)
+        l3 = level3(cfg, group, grid)
         l3.attrs["config_hash"] = chash
         l3.attrs["job"] = cfg.name
         stem = f"{name}_{cfg.gridding.method}_{stem_grid}"
-        if "geotiff" in cfg.output.formats:
-            path = out_dir / f"{stem}.tif"
-            tasks.append(write_cog(l3, path, compute=False))
-            outputs.append(str(path))
-        if "netcdf" in cfg.output.formats:
-            from .io.netcdf import write_netcdf
-
-            path = out_dir / f"{stem}.nc"
-            tasks.append(write_netcdf(l3, path, compute=False))
-            outputs.append(str(path))
-        if "quicklook" in cfg.output.formats:
-            path = out_dir / f"{stem}_mean.png"
-            tasks.append(quicklook(l3, f"{name}_mean", path, compute=False))
-            outputs.append(str(path))
+        new_tasks, new_outputs = write_level3(l3, out_dir, stem, cfg.output.formats)
+        tasks += new_tasks
+        outputs += new_outputs
     log.info("computing %d outputs from %d inputs", len(tasks), len(files))
     kwargs = {"scheduler": scheduler} if scheduler else {}
     dask.compute(*tasks, **kwargs)

@@ -42,7 +42,7 @@ def test_demo_job_writes_one_cog_per_species(tmp_path):
         valid, errors, _ = cog_validate(str(tif))
         assert valid, errors
         with rasterio.open(tif) as r:
-            assert r.crs.to_epsg() == 4326 and r.res == pytest.approx((0.1, 0.1))
+            assert r.crs.to_epsg() == 4326 and r.res == pytest.approx((0.05, 0.05))
             assert r.descriptions[0].endswith("_mean") and r.dtypes[0] == "float32"
             assert np.isnan(r.nodata)
             tags = r.tags()
@@ -50,7 +50,7 @@ def test_demo_job_writes_one_cog_per_species(tmp_path):
             assert tags["software"].startswith("eo_pipeline")
             mean = r.read(1)
             assert np.isfinite(mean).any()
-    assert len(list(out.glob("*_mean.png"))) == 3
+    assert len(list(out.glob("*_mean.png"))) == 3 and len(list(out.glob("*.nc"))) == 3
     summary = json.loads((out / "job_summary.json").read_text())
     assert summary["config_hash"] == config_hash(cfg) and len(summary["inputs"]) == 5
     assert not list(out.glob(".*"))  # no temporary files left behind

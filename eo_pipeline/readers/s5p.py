@@ -201,7 +201,7 @@ class _S5PSwathReader(Reader):
     def _open_swath(
         self, nc: NCFile, *, qa_threshold: float | None, variant: str | None,
         surface_classification: bool, drop_water: bool, averaging_kernel: bool,
-        chunks: int | None,
+        chunks: int | None, derive_corners: bool = False,
     ) -> xr.Dataset:
         col_path = self._column_path(nc, variant)
         infos = self.require(
@@ -249,6 +249,12 @@ class _S5PSwathReader(Reader):
         attrs = _granule_attrs(nc, self.short_name)
         attrs.update(species=self.species_info.species, qa_threshold=q, qa_rule=rule,
                      column_variable=col_path)
+        if "latitude_bounds" in ds:
+            attrs["corners_source"] = "product"
+        elif derive_corners:
+            from ..footprints import with_derived_corners
+
+            ds = with_derived_corners(ds)
         return self.finish(ds, nc, attrs)
 
 
@@ -290,6 +296,7 @@ class S5PCH4Reader(_S5PSwathReader):
         drop_water: bool = False,
         averaging_kernel: bool = False,
         chunks: int | None = None,
+        derive_corners: bool = False,
     ) -> xr.Dataset:
         """Open an S5P L2 CH4 file as the canonical schema.
 
@@ -317,10 +324,15 @@ class S5PCH4Reader(_S5PSwathReader):
             Add ``xch4_averaging_kernel`` (dims scanline, ground_pixel, layer), lazily.
         chunks : int, optional
             Scanlines per dask chunk (default: whole storage chunks, about 1024).
+        derive_corners : bool
+            Where the file has no ``latitude_bounds``/``longitude_bounds`` (e.g. variable
+            subsets), derive them from the pixel centres (see
+            :mod:`eo_pipeline.footprints`); they carry ``corners = "derived ..."`` and the
+            dataset ``corners_source = "derived"``. Files with corners keep theirs.
         """
         return self._open_swath(
             nc, qa_threshold=qa_threshold, variant=variant, surface_classification=surface_classification,
-            drop_water=drop_water, averaging_kernel=averaging_kernel, chunks=chunks,
+            drop_water=drop_water, averaging_kernel=averaging_kernel, chunks=chunks, derive_corners=derive_corners,
         )
 
 
@@ -352,6 +364,7 @@ class S5PCOReader(_S5PSwathReader):
         drop_water: bool = False,
         averaging_kernel: bool = False,
         chunks: int | None = None,
+        derive_corners: bool = False,
     ) -> xr.Dataset:
         """Open an S5P L2 CO file as the canonical schema (``xco`` in mol m-2).
 
@@ -366,12 +379,12 @@ class S5PCOReader(_S5PSwathReader):
         variant : {"corrected", "uncorrected"}, optional
             ``carbonmonoxide_total_column_corrected`` where the processor wrote it (the
             default then), else ``carbonmonoxide_total_column``.
-        surface_classification, drop_water, averaging_kernel, chunks
+        surface_classification, drop_water, averaging_kernel, chunks, derive_corners
             As for :meth:`S5PCH4Reader.open`.
         """
         return self._open_swath(
             nc, qa_threshold=qa_threshold, variant=variant, surface_classification=surface_classification,
-            drop_water=drop_water, averaging_kernel=averaging_kernel, chunks=chunks,
+            drop_water=drop_water, averaging_kernel=averaging_kernel, chunks=chunks, derive_corners=derive_corners,
         )
 
 
