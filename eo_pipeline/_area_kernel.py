@@ -14,11 +14,12 @@ width through a difference array. Summed over the edges, this gives the overlap 
 every cell in the bounding box at a cost proportional to the cells crossed by edges
 plus the bounding box, for any simple polygon (convex or not).
 
-Work is organised by output tile: polygons are bucketed by the tiles their bounding
-boxes touch, each tile is accumulated in one dense scratch buffer (the sums of a cell
-side by side), and only the touched cells are emitted, in tile-major order. Memory is
-one tile buffer plus the output; nothing is allocated for tiles without data. The
-kernel releases the GIL, so dask's threads run chunks in parallel.
+Work is organised by sub-tile: polygons are bucketed by the sub-tiles their bounding
+boxes touch, each sub-tile is accumulated in one dense scratch buffer small enough to
+stay in the CPU cache (the sums of a cell side by side), and only the touched cells are
+emitted, in the order of the flat cell index. Memory is one sub-tile buffer plus the
+output; nothing is allocated for tiles without data. The kernel releases the GIL, so
+dask's threads run chunks in parallel.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ def polygon_area(px, py, nv):
 
 
 @njit(cache=True)
-def _bbox_tiles(px, py, nv, rows, cols, tile, tile_cols):
+def _bbox_tiles(px, py, nv, rows, cols, sub):
+    """Clamped cell bounding box of every polygon, the number of (polygon, sub-tile) pairs
+    and an upper bound of the (polygon, cell) pairs."""
     n = px.shape[0]
     r0 = np.empty(n, np.int64)
     r1 = np.empty(n, np.int64)
@@ -78,11 +81,15 @@ def _bbox_tiles(px, py, nv, rows, cols, tile, tile_cols):
             xmax = max(xmax, px[i, j])
             ymin = min(ymin, py[i, j])
             ymax = max(ymax, py[i, j])
+        if not (np.isfinite(xmin) and np.isfinite(xmax) and np.isfinite(ymin) and np.isfinite(ymax)):
+            r0[i] = 1
+            r1[i] = 0
+            continue
         a = max(int(np.floor(xmin)), 0)
         b = min(int(np.floor(xmax)), cols - 1)
         c = max(int(np.floor(ymin)), 0)
         d = min(int(np.floor(ymax)), rows - 1)
-        if not (np.isfinite(xmin) and np.isfinite(xmax) and np.isfinite(ymin) and np.isfinite(ymax)) or a > b or c > d:
+        if a > b or c > d:
             r0[i] = 1
             r1[i] = 0
             continue
@@ -90,7 +97,7 @@ def _bbox_tiles(px, py, nv, rows, cols, tile, tile_cols):
         c1[i] = b
         r0[i] = c
         r1[i] = d
-        npairs += (d // tile - c // tile + 1) * (b // tile - a // tile + 1)
+        npairs += (d // sub - c // sub + 1) * (b // sub - a // sub + 1)
         ncells += (d - c + 1) * (b - a + 1)
     return r0, r1, c0, c1, npairs, ncells
 
@@ -103,6 +110,30 @@ def _band(v):
     if v >= 1.0:
         return v - 0.5
     return 0.5 * v * v
+
+
+@njit(cache=True, inline="always")
+def _clamp_mean(f0, f1):
+    """Exact mean of clamp(f, 0, 1) over a straight segment from f0 to f1.
+
+    Written case by case so that nearly level edges (f0 close to f1) lose no precision:
+    inside the band it is the plain average; crossing one edge of the band it is that
+    average minus (or the area of) one triangle; only segments crossing both edges use
+    the antiderivative difference, where |f1 - f0| > 1 and nothing cancels.
+    """
+    lo = min(f0, f1)
+    hi = max(f0, f1)
+    if hi <= 0.0:
+        return 0.0
+    if lo >= 1.0:
+        return 1.0
+    if lo >= 0.0 and hi <= 1.0:
+        return 0.5 * (f0 + f1)
+    if lo >= 0.0:  # crosses 1 only
+        return 0.5 * (f0 + f1) - 0.5 * (hi - 1.0) * (hi - 1.0) / (hi - lo)
+    if hi <= 1.0:  # crosses 0 only
+        return 0.5 * hi * hi / (hi - lo)
+    return (_band(f1) - _band(f0)) / (f1 - f0)
 
 
 @njit(cache=True)
@@ -155,13 +186,8 @@ def _coverage(pxi, pyi, k, ra, rb, ca, cb, r_top, scratch, full, width):
                 full[(r_start - ra) * width + col] += sgn * w
                 full[(r_stop - ra) * width + col] -= sgn * w
             last = min(int(np.floor(hi)), rb)
-            dy = yb - ya
             for r in range(max(first, ra), last + 1):
-                if dy == 0.0:
-                    v = min(max(ya - r, 0.0), 1.0) * w
-                else:
-                    v = w * (_band(yb - r) - _band(ya - r)) / dy
-                scratch[(r - ra) * width + col] += sgn * v
+                scratch[(r - ra) * width + col] += sgn * w * _clamp_mean(ya - r, yb - r)
     # prefix sums of the full-width contributions down each column
     for col in range(cb - ca + 1):
         run = 0.0
@@ -173,7 +199,7 @@ def _coverage(pxi, pyi, k, ra, rb, ca, cb, r_top, scratch, full, width):
 
 
 @njit(cache=True, nogil=True)
-def area_accumulate(px, py, nv, x, wm, u, ref, rows, cols, tile):
+def area_accumulate(px, py, nv, x, wm, u, ref, rows, cols, tile, sub):
     """Overlap every polygon with every cell it touches and accumulate per-cell sums.
 
     Parameters
@@ -190,19 +216,23 @@ def area_accumulate(px, py, nv, x, wm, u, ref, rows, cols, tile):
         1-sigma uncertainties (NaN if unknown).
     ref : float
         Reference subtracted from ``x`` before summing.
-    rows, cols, tile : int
-        Grid shape and tile size of the tile-major cell index.
+    rows, cols, tile, sub : int
+        Grid shape, tile and sub-tile sizes of the flat cell index (see
+        :class:`eo_pipeline.binning.Tiling`); accumulation works one sub-tile at a time,
+        in a buffer small enough to stay in the CPU cache.
 
     Returns
     -------
     tuple of arrays
         ``idx, n, sw, swx, swxx, swwu, nu_missing, vmin, vmax`` for the touched cells,
-        sorted by tile-major index, plus the number of polygons that touched the grid.
+        sorted by flat index, plus the number of polygons that touched the grid.
     """
     tile_cols = (cols + tile - 1) // tile
-    r0, r1, c0, c1, npairs, ncells = _bbox_tiles(px, py, nv, rows, cols, tile, tile_cols)
+    per = tile // sub  # sub-tiles per tile side
+    r0, r1, c0, c1, npairs, ncells = _bbox_tiles(px, py, nv, rows, cols, sub)
     n = px.shape[0]
-    pair_tile = np.empty(npairs, np.int64)
+    # bucket polygons by the sub-tiles their boxes touch; keys sort like the flat cell index
+    pair_key = np.empty(npairs, np.int64)
     pair_poly = np.empty(npairs, np.int64)
     k = 0
     used = 0
@@ -210,12 +240,13 @@ def area_accumulate(px, py, nv, x, wm, u, ref, rows, cols, tile):
         if r0[i] > r1[i]:
             continue
         used += 1
-        for tr in range(r0[i] // tile, r1[i] // tile + 1):
-            for tc in range(c0[i] // tile, c1[i] // tile + 1):
-                pair_tile[k] = tr * tile_cols + tc
+        for sr in range(r0[i] // sub, r1[i] // sub + 1):
+            for sc in range(c0[i] // sub, c1[i] // sub + 1):
+                tid = (sr // per) * tile_cols + sc // per
+                pair_key[k] = tid * per * per + (sr % per) * per + sc % per
                 pair_poly[k] = i
                 k += 1
-    order = np.argsort(pair_tile, kind="mergesort")
+    order = np.argsort(pair_key, kind="mergesort")
     o_idx = np.empty(ncells, np.int64)
     o_n = np.empty(ncells, np.int64)
     o_sw = np.empty(ncells)
@@ -226,33 +257,31 @@ def area_accumulate(px, py, nv, x, wm, u, ref, rows, cols, tile):
     o_min = np.empty(ncells)
     o_max = np.empty(ncells)
     no = 0
-    tt = tile * tile
+    ss = sub * sub
     # accumulators side by side per cell (one cache line): n, sw, swx, swxx, swwu, n_u_missing, min, max
-    acc = np.zeros((tt, 8))
-    acc[:, 6] = np.inf
-    acc[:, 7] = -np.inf
-    touched = np.empty(tt, np.int64)
-    scratch = np.zeros(tt)
-    full = np.zeros(tt + tile)
+    acc = np.zeros((ss, 8))  # a sub-tile's worth: stays in cache; min/max set on first touch
+    touched = np.empty(ss, np.int64)
+    scratch = np.zeros(ss)
+    full = np.zeros(ss + sub)
     p = 0
     while p < npairs:
-        tid = pair_tile[order[p]]
+        key = pair_key[order[p]]
         q = p
-        while q < npairs and pair_tile[order[q]] == tid:
+        while q < npairs and pair_key[order[q]] == key:
             q += 1
-        tr = tid // tile_cols
-        tc = tid % tile_cols
-        trow0 = tr * tile
-        tcol0 = tc * tile
-        trow1 = min(trow0 + tile, rows) - 1
-        tcol1 = min(tcol0 + tile, cols) - 1
+        tid = key // (per * per)
+        sid = key % (per * per)
+        srow0 = (tid // tile_cols) * tile + (sid // per) * sub
+        scol0 = (tid % tile_cols) * tile + (sid % per) * sub
+        srow1 = min(srow0 + sub, rows) - 1
+        scol1 = min(scol0 + sub, cols) - 1
         nt = 0
         for s in range(p, q):
             i = pair_poly[order[s]]
-            ca = max(c0[i], tcol0)
-            cb = min(c1[i], tcol1)
-            ra = max(r0[i], trow0)
-            rb = min(r1[i], trow1)
+            ca = max(c0[i], scol0)
+            cb = min(c1[i], scol1)
+            ra = max(r0[i], srow0)
+            rb = min(r1[i], srow1)
             width = cb - ca + 1
             _coverage(px[i], py[i], nv[i], ra, rb, ca, cb, r0[i], scratch, full, width)
             xv = x[i]
@@ -261,7 +290,7 @@ def area_accumulate(px, py, nv, x, wm, u, ref, rows, cols, tile):
             ui = u[i]
             u_ok = np.isfinite(ui)
             for rr in range(rb - ra + 1):
-                base_loc = (ra + rr - trow0) * tile + (ca - tcol0)
+                base_loc = (ra + rr - srow0) * sub + (ca - scol0)
                 for cc in range(width):
                     a = abs(scratch[rr * width + cc])
                     if a <= _EPS_AREA:
@@ -271,6 +300,8 @@ def area_accumulate(px, py, nv, x, wm, u, ref, rows, cols, tile):
                     if acc[loc, 0] == 0.0:
                         touched[nt] = loc
                         nt += 1
+                        acc[loc, 6] = xv
+                        acc[loc, 7] = xv
                     w = a * wi
                     acc[loc, 0] += 1.0
                     acc[loc, 1] += w
@@ -288,14 +319,13 @@ def area_accumulate(px, py, nv, x, wm, u, ref, rows, cols, tile):
             for rr in range(rb - ra + 1):
                 for cc in range(width):
                     scratch[rr * width + cc] = 0.0
-        # emit the touched cells in index order: scan between the extreme touched cells
-        lo_loc = tt
-        hi_loc = -1
-        for j in range(nt):
-            lo_loc = min(lo_loc, touched[j])
-            hi_loc = max(hi_loc, touched[j])
-        base = tid * tt
-        for loc in range(lo_loc, hi_loc + 1):
+        # emit the touched cells in index order: sort them when few, else scan the sub-tile
+        base = key * ss
+        if nt * 8 < ss:
+            order_t = np.sort(touched[:nt])
+        else:
+            order_t = np.arange(ss)
+        for loc in order_t:
             if acc[loc, 0] == 0.0:
                 continue
             o_idx[no] = base + loc
@@ -308,9 +338,7 @@ def area_accumulate(px, py, nv, x, wm, u, ref, rows, cols, tile):
             o_min[no] = acc[loc, 6]
             o_max[no] = acc[loc, 7]
             no += 1
-            acc[loc, 0:6] = 0.0
-            acc[loc, 6] = np.inf
-            acc[loc, 7] = -np.inf
+            acc[loc, 0:8] = 0.0
         p = q
     return (o_idx[:no], o_n[:no], o_sw[:no], o_swx[:no], o_swxx[:no], o_swwu[:no], o_um[:no], o_min[:no],
             o_max[:no], used)

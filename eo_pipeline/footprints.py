@@ -29,6 +29,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from numba import njit
 from pyproj import Geod
 
 from .grid import GridSpec
@@ -201,37 +202,6 @@ def circle_footprints(lon: np.ndarray, lat: np.ndarray, diameter_km: float, nver
 
 
 # ----------------------------------------------------------------------- polygons in a grid
-def _unwrap_polygons(lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unwrap each polygon's longitudes around its first vertex; return them and the winding (turns)."""
-    d = np.diff(lon, axis=1, append=lon[:, :1])
-    d = (d + 180.0) % 360.0 - 180.0
-    turns = np.rint(np.nansum(d, axis=1) / 360.0)
-    cum = np.concatenate([lon[:, :1], lon[:, :1] + np.cumsum(d[:, :-1], axis=1)], axis=1)
-    return cum, turns
-
-
-def _pole_caps(lon_u: np.ndarray, lat: np.ndarray, turns: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Close pole-enclosing polygons along the pole; pad the others to the same vertex count.
-
-    A polygon whose boundary winds once around a pole spans 360 degrees of unwrapped
-    longitude; in lon/lat space the pixel is the region between that boundary and the
-    pole, so the ring is closed with (first + 360, lat0), (first + 360, pole), (first, pole).
-    """
-    n, k = lon_u.shape
-    out_lon = np.concatenate([lon_u, np.repeat(lon_u[:, -1:], 3, axis=1)], axis=1)
-    out_lat = np.concatenate([lat, np.repeat(lat[:, -1:], 3, axis=1)], axis=1)
-    nv = np.full(n, k, np.int64)
-    cap = turns != 0
-    if cap.any():
-        pole = np.where(lat[cap].mean(axis=1) >= 0, 90.0, -90.0)
-        end = lon_u[cap, 0] + 360.0 * turns[cap]
-        out_lon[cap, k], out_lat[cap, k] = end, lat[cap, 0]
-        out_lon[cap, k + 1], out_lat[cap, k + 1] = end, pole
-        out_lon[cap, k + 2], out_lat[cap, k + 2] = lon_u[cap, 0], pole
-        nv[cap] = k + 3
-    return out_lon, out_lat, nv
-
-
 def _haversine_km(lon1: np.ndarray, lat1: np.ndarray, lon2: np.ndarray, lat2: np.ndarray) -> np.ndarray:
     p1, p2 = np.radians(lat1), np.radians(lat2)
     dl = np.radians(lon2 - lon1)
@@ -239,24 +209,108 @@ def _haversine_km(lon1: np.ndarray, lat1: np.ndarray, lon2: np.ndarray, lat2: np
     return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
 
 
+@njit(cache=True, nogil=True)
+def _geographic_polygons_nb(lon_b, lat_b, keep, west, east, c0, a, f0, e):  # pragma: no cover - compiled
+    """Compiled kernel of :func:`_geographic_polygons` (two passes: count, then fill)."""
+    n, k = lon_b.shape
+    kk = k + 3
+    lon_u = np.empty((n, k))
+    turns = np.zeros(n, np.int64)
+    shifts = np.zeros((n, 3), np.bool_)
+    torn = 0
+    total = 0
+    for i in range(n):
+        if not keep[i]:
+            continue
+        lon_u[i, 0] = lon_b[i, 0]
+        acc = 0.0
+        for j in range(1, k + 1):
+            nxt = lon_b[i, j % k]
+            d = nxt - lon_b[i, j - 1]
+            d = (d + 180.0) % 360.0 - 180.0
+            acc += d
+            if j < k:
+                lon_u[i, j] = lon_u[i, j - 1] + d
+        t = int(np.rint(acc / 360.0))
+        turns[i] = t
+        lo = lon_u[i, 0]
+        hi = lon_u[i, 0]
+        for j in range(1, k):
+            lo = min(lo, lon_u[i, j])
+            hi = max(hi, lon_u[i, j])
+        if t == 0 and hi - lo > 180.0:
+            torn += 1  # a degenerate sliver next to a pole
+            keep[i] = False
+            continue
+        if t != 0:
+            hi = max(hi, lon_u[i, 0] + 360.0 * t)
+            lo = min(lo, lon_u[i, 0] + 360.0 * t)
+        base = np.floor((lon_u[i, 0] - west) / 360.0) * 360.0  # first vertex into [west, west + 360)
+        for j in range(k):
+            lon_u[i, j] -= base
+        lo -= base
+        hi -= base
+        for s_i in range(3):
+            sh = (s_i - 1) * 360.0
+            if hi + sh > west and lo + sh < east:
+                shifts[i, s_i] = True
+                total += 1
+    px = np.empty((total, kk))
+    py = np.empty((total, kk))
+    nv = np.empty(total, np.int64)
+    src = np.empty(total, np.int64)
+    p = 0
+    for i in range(n):
+        if not keep[i]:
+            continue
+        t = turns[i]
+        pole = 90.0
+        if t != 0:
+            mlat = 0.0
+            for j in range(k):
+                mlat += lat_b[i, j]
+            pole = 90.0 if mlat >= 0 else -90.0
+        for s_i in range(3):
+            if not shifts[i, s_i]:
+                continue
+            sh = (s_i - 1) * 360.0
+            for j in range(k):
+                px[p, j] = (lon_u[i, j] + sh - c0) / a
+                py[p, j] = (lat_b[i, j] - f0) / e
+            if t != 0:
+                end = lon_u[i, 0] + 360.0 * t + sh
+                px[p, k] = (end - c0) / a
+                py[p, k] = (lat_b[i, 0] - f0) / e
+                px[p, k + 1] = (end - c0) / a
+                py[p, k + 1] = (pole - f0) / e
+                px[p, k + 2] = (lon_u[i, 0] + sh - c0) / a
+                py[p, k + 2] = (pole - f0) / e
+                nv[p] = k + 3
+            else:
+                for j in range(k, kk):
+                    px[p, j] = px[p, k - 1]
+                    py[p, j] = py[p, k - 1]
+                nv[p] = k
+            src[p] = i
+            p += 1
+    return px, py, nv, src, torn
+
+
 def _geographic_polygons(
     lon_b: np.ndarray, lat_b: np.ndarray, keep: np.ndarray, grid: GridSpec
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    lon_u, turns = _unwrap_polygons(lon_b)
-    lon_p, lat_p, nv = _pole_caps(lon_u, lat_b, turns)
-    torn = keep & (turns == 0) & (np.ptp(lon_u, axis=1) > 180.0)  # degenerate near-pole slivers
-    keep = keep & ~torn
+    """Polygons in a lon/lat grid's cell-index space.
+
+    Longitudes are unwrapped around the first vertex, which is moved into
+    [west, west + 360); copies shifted by +-360 degrees are added where they reach into
+    the grid. A ring that winds once around a pole spans 360 degrees of unwrapped
+    longitude; in lon/lat space the pixel is the region between that ring and the pole,
+    so it is closed with (first + 360, lat0), (first + 360, pole), (first, pole).
+    """
     west, _, east, _ = grid.bounds
-    lon_p = lon_p - np.floor((lon_p[:, :1] - west) / 360.0) * 360.0  # first vertex in [west, west + 360)
-    xmin, xmax = lon_p.min(axis=1), lon_p.max(axis=1)
-    src, xs, ys = [], [], []
-    for shift in (-360.0, 0.0, 360.0):
-        idx = np.flatnonzero(keep & (xmax + shift > west) & (xmin + shift < east))
-        src.append(idx)
-        xs.append(lon_p[idx] + shift)
-        ys.append(lat_p[idx])
-    src_a = np.concatenate(src)
-    return np.concatenate(xs), np.concatenate(ys), nv[src_a], src_a, int(torn.sum())
+    t = grid.transform
+    return _geographic_polygons_nb(np.ascontiguousarray(lon_b, np.float64), np.ascontiguousarray(lat_b, np.float64),
+                                   keep.copy(), west, east, t.c, t.a, t.f, t.e)
 
 
 def _projected_polygons(
@@ -300,10 +354,7 @@ def polygons_in_grid(
     lon0 = np.where(keep[:, None], lon_b, 0.0)
     lat0 = np.where(keep[:, None], lat_b, 0.0)
     if grid.is_geographic:
-        x, y, nv, src, dropped = _geographic_polygons(lon0, lat0, keep, grid)
-    else:
-        x, y, nv, src, dropped = _projected_polygons(lon0, lat0, keep, grid)
+        return _geographic_polygons(lon0, lat0, keep, grid)
+    x, y, nv, src, dropped = _projected_polygons(lon0, lat0, keep, grid)
     t = grid.transform
-    px = (x - t.c) / t.a
-    py = (y - t.f) / t.e
-    return px, py, nv, src.astype(np.int64), dropped
+    return (x - t.c) / t.a, (y - t.f) / t.e, nv, src.astype(np.int64), dropped

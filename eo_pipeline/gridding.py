@@ -92,7 +92,7 @@ def _area_chunk(lon: np.ndarray, lat: np.ndarray, lon_b: np.ndarray | None, lat_
         wm = np.ones(src.size)
     rows, cols = b.grid.shape
     out = area_accumulate(px, py, nv, x[src].astype(np.float64), wm, u[src].astype(np.float64), b.ref,
-                          rows, cols, b.tiling.tile)
+                          rows, cols, b.tiling.tile, b.tiling.sub)
     return Partial(*out[:9], ref=b.ref, n_dropped=dropped)
 
 

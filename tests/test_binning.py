@@ -138,3 +138,22 @@ def test_threads_processes_and_distributed_agree(ch4_file):
     for other in (b, c):
         xr.testing.assert_identical(a, other)
     assert int(a.xch4_count.sum()) == 2 * 27
+
+
+@settings(max_examples=50, deadline=None)
+@given(rows=st.integers(1, 700), cols=st.integers(1, 700), tile=st.sampled_from([4, 8, 512]),
+       sub=st.sampled_from([2, 4, 128]), seed=st.integers(0, 10**6))
+def test_flat_index_is_a_bijection_grouped_by_tile(rows, cols, tile, sub, seed):
+    if tile % min(sub, tile):
+        return
+    t = Tiling((rows, cols), tile, sub=sub)
+    rng = np.random.default_rng(seed)
+    r = rng.integers(0, rows, 200)
+    c = rng.integers(0, cols, 200)
+    idx = t.flat(r, c)
+    tid = idx // (t.tile * t.tile)
+    r0 = (tid // t.tile_cols) * t.tile
+    c0 = (tid % t.tile_cols) * t.tile
+    lr, lc = t.local_rowcol(idx - tid * t.tile * t.tile)
+    assert np.array_equal(r0 + lr, r) and np.array_equal(c0 + lc, c)
+    assert np.array_equal(tid, (r // t.tile) * t.tile_cols + c // t.tile)

@@ -162,3 +162,18 @@ def test_job_summary_lists_composites(tmp_path):
     assert "xch4_area_north_china_0p1_20230715.tif" in names and "xch4_area_north_china_0p1.nc" in names
     summary = json.loads((tmp_path / "out" / "job_summary.json").read_text())
     assert len(summary["outputs"]) == 3
+
+
+def test_outputs_written_from_a_distributed_cluster(tmp_path, ch4_orbits):
+    from distributed import Client, LocalCluster
+
+    g = GridSpec.from_bbox((105, 33, 120, 45), 0.02)
+    l3 = grid_soundings(ch4_orbits, g, method="area")
+    local = write_cog(l3, tmp_path / "local.tif", variables=["xch4_mean", "xch4_weight"])
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster):
+        remote = write_cog(l3, tmp_path / "cluster.tif", variables=["xch4_mean", "xch4_weight"])
+        nc = write_netcdf(l3, tmp_path / "cluster.nc")
+    assert cog_validate(remote)[0]
+    with rasterio.open(local) as a, rasterio.open(remote) as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+    assert xr.open_dataset(nc).xch4_mean.shape == (600, 750)
