@@ -31,7 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError, GridError
 from .grid import GridSpec, grid_from_mapping, named_grid
 
-__all__ = ["JobConfig", "GridConfig", "GriddingConfig", "OutputConfig", "load_config", "config_hash"]
+__all__ = ["JobConfig", "GridConfig", "GriddingConfig", "AnomalyConfig", "HotspotConfig", "RegionsConfig",
+           "OutputConfig", "load_config", "config_hash"]
 
 
 class _Model(BaseModel):
@@ -68,6 +69,43 @@ class GriddingConfig(_Model):
     chunk: int | None = Field(None, ge=512, le=16384, multiple_of=512)
 
 
+class AnomalyConfig(_Model):
+    """The anomaly stage (see :func:`eo_pipeline.regional_anomaly`)."""
+
+    method: Literal["daily_median", "moving_median", "climatology"] = "daily_median"
+    regions: str | list[dict[str, Any]] = "hakkarainen2016"
+    zscore: bool = True
+    radius_km: float = Field(100.0, gt=0)
+    min_count: int = Field(3, ge=1)
+    overrides: dict[Literal["xch4", "xco2", "xco"], dict[str, Any]] = Field(
+        default_factory=dict, description="per-species replacements of the settings above")
+
+    def for_species(self, name: str) -> dict[str, Any]:
+        """Keyword arguments of regional_anomaly for one species."""
+        base = self.model_dump(exclude={"overrides"})
+        base.update(self.overrides.get(name, {}))  # type: ignore[call-overload]
+        unknown = set(base) - {"method", "regions", "zscore", "radius_km", "min_count"}
+        if unknown:
+            raise ConfigError(f"anomaly.overrides.{name}: unknown setting(s) {sorted(unknown)}")
+        return base
+
+
+class HotspotConfig(_Model):
+    """The hotspot stage (see :func:`eo_pipeline.find_hotspots`); null = the documented defaults."""
+
+    threshold: float | None = None
+    min_area_km2: float | None = Field(None, ge=0)
+    min_soundings: int | None = Field(None, ge=0)
+    opening: int | None = Field(None, ge=0)
+
+
+class RegionsConfig(_Model):
+    """Per-region tables (see :func:`eo_pipeline.region_table`)."""
+
+    file: Path
+    name_field: str | None = None
+
+
 class OutputConfig(_Model):
     """Where and what to write."""
 
@@ -84,6 +122,9 @@ class JobConfig(_Model):
     reader_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     grids: dict[str, GridConfig] = Field(default_factory=dict)
     gridding: GriddingConfig
+    anomaly: AnomalyConfig | None = None
+    hotspots: HotspotConfig | None = None
+    regions: RegionsConfig | None = None
     output: OutputConfig
     base_dir: Path = Field(default=Path("."), exclude=True)
 
@@ -158,6 +199,13 @@ def load_config(path: str | Path) -> JobConfig:
         cfg.grid_spec(str(p))  # fail early on unknown or invalid grids
     except GridError as exc:
         raise ConfigError(f"{p}: gridding.grid: {exc}") from exc
+    if cfg.hotspots is not None and cfg.anomaly is None:
+        raise ConfigError(f"{p}: hotspots need an anomaly stage; add 'anomaly:' (e.g. method: daily_median)")
+    if cfg.regions is not None and not cfg.resolve(cfg.regions.file).exists():
+        raise ConfigError(f"{p}: regions.file: {cfg.resolve(cfg.regions.file)} does not exist")
+    if cfg.anomaly is not None:
+        for name in cfg.anomaly.overrides:
+            cfg.anomaly.for_species(name)
     return cfg
 
 

@@ -24,13 +24,16 @@ import xarray as xr
 from ._version import __version__
 from .config import JobConfig, config_hash
 from .errors import ConfigError
+from .anomaly import regional_anomaly
 from .composite import composite
 from .gridding import grid_soundings
 from .io.geotiff import write_cog
 from .io.netcdf import write_netcdf
+from .hotspots import find_hotspots, write_hotspots
 from .io.quicklook import quicklook
 from .readers import detect_reader, list_readers, open_product
 from .readers._netcdf import NCFile
+from .regions import load_regions, region_table, write_table
 from .schema import species_of
 
 __all__ = ["run", "JobResult", "expand_inputs", "open_inputs"]
@@ -122,6 +125,88 @@ def write_level3(l3: xr.Dataset, out_dir: Path, stem: str, formats: Any) -> tupl
     return tasks, outputs
 
 
+def _hotspots_task(anomaly: xr.Dataset, params: dict[str, Any]) -> Any:
+    return find_hotspots(anomaly, **params)
+
+
+def _concat_hotspots(*parts: Any) -> Any:
+    """Join per-time-step hotspot tables and number them 1..n again."""
+    import geopandas as gpd
+    import pandas as pd
+
+    non_empty = [p for p in parts if len(p)]
+    if not non_empty:
+        return parts[0]
+    out = gpd.GeoDataFrame(pd.concat(non_empty, ignore_index=True), geometry="geometry", crs="EPSG:4326")
+    out["id"] = np.arange(1, len(out) + 1)
+    return out
+
+
+def _write_hotspots_task(gdf: Any, stem: Path) -> list[str]:
+    return write_hotspots(gdf, stem)
+
+
+def _table_task(l3: xr.Dataset, regions: Any, hotspots: Any, path: Path) -> str:
+    return write_table(region_table(l3, regions, hotspots=hotspots), path)
+
+
+def _outline_task(hotspots: Any, regions: Any, crs_wkt: str) -> list[tuple[np.ndarray, str]]:
+    """Rings (grid CRS) of the region polygons and hotspot outlines, for quicklooks."""
+    rings: list[tuple[np.ndarray, str]] = []
+    for gdf, kind in ((regions, "region"), (hotspots, "hotspot")):
+        if gdf is None or not len(gdf):
+            continue
+        for geom in gdf.to_crs(crs_wkt).geometry:
+            polys = getattr(geom, "geoms", [geom])
+            rings += [(np.asarray(p.exterior.coords), kind) for p in polys if hasattr(p, "exterior")]
+    return rings
+
+
+def analysis_stages(cfg: JobConfig, l3: xr.Dataset, name: str, stem: str, out_dir: Path,
+                    regions: Any) -> tuple[list[Any], list[str]]:
+    """Delayed outputs of the anomaly, hotspot and region-table stages for one species."""
+    tasks: list[Any] = []
+    outputs: list[str] = []
+    data = l3
+    hotspots = None
+    if cfg.anomaly is not None:
+        data = regional_anomaly(l3, **cfg.anomaly.for_species(name))
+        keep = [v for v in (f"{name}_background", f"{name}_anomaly", f"{name}_zscore", f"{name}_count") if v in data]
+        anom = data[keep]
+        if cfg.hotspots is not None:
+            small = data[[v for v in (f"{name}_anomaly", f"{name}_zscore", f"{name}_count") if v in data]]
+            params = cfg.hotspots.model_dump()
+            if "time" in small.dims:  # one task per time step keeps memory bounded over long stacks
+                parts = [dask.delayed(_hotspots_task, pure=False)(small.isel(time=[k]), params)
+                         for k in range(small.sizes["time"])]
+                hotspots = dask.delayed(_concat_hotspots, pure=False)(*parts)
+            else:
+                hotspots = dask.delayed(_hotspots_task, pure=False)(small, params)
+            tasks.append(dask.delayed(_write_hotspots_task, pure=False)(hotspots, out_dir / f"{name}_hotspots"))
+            outputs += [str(out_dir / f"{name}_hotspots.geojson"), str(out_dir / f"{name}_hotspots.csv")]
+        crs_wkt = l3["crs"].attrs["crs_wkt"]
+        outlines = dask.delayed(_outline_task, pure=False)(hotspots, regions, crs_wkt)
+        steps = [(None, anom)] if "time" not in anom.dims else [
+            (_step_label(t, l3.attrs.get("composite_period", "day")), anom.isel(time=k)) for k, t in enumerate(anom.time.values)]
+        for label, step in steps:
+            sname = f"{stem}_anomaly" if label is None else f"{stem}_anomaly_{label}"
+            if "time" in step.coords:
+                step = step.drop_vars("time")
+            if "geotiff" in cfg.output.formats:
+                tasks.append(write_cog(step, out_dir / f"{sname}.tif",
+                                       variables=[v for v in step.data_vars if step[v].dims == ("y", "x")], compute=False))
+                outputs.append(str(out_dir / f"{sname}.tif"))
+            if "quicklook" in cfg.output.formats:
+                tasks.append(quicklook(step, f"{name}_anomaly", out_dir / f"{sname}.png", cmap="RdBu_r", symmetric=True,
+                                       outlines=outlines, compute=False))
+                outputs.append(str(out_dir / f"{sname}.png"))
+    if regions is not None:
+        cols = [v for v in (f"{name}_mean", f"{name}_count", f"{name}_weight", f"{name}_anomaly") if v in data]
+        tasks.append(dask.delayed(_table_task, pure=False)(data[cols], regions, hotspots, out_dir / f"{name}_regions.csv"))
+        outputs.append(str(out_dir / f"{name}_regions.csv"))
+    return tasks, outputs
+
+
 def run(cfg: JobConfig, *, scheduler: str | None = None) -> JobResult:
     """Run a job: read, grid each species, write COG/quicklook outputs; compute once.
 
@@ -146,12 +231,16 @@ def run(cfg: JobConfig, *, scheduler: str | None = None) -> JobResult:
     tasks: list[Any] = []
     outputs: list[str] = []
     stem_grid = grid.name or "grid"
+    regions = load_regions(cfg.resolve(cfg.regions.file), name_field=cfg.regions.name_field) if cfg.regions else None
     for name, group in sorted(by_species.items()):
         l3 = level3(cfg, group, grid)
         l3.attrs["config_hash"] = chash
         l3.attrs["job"] = cfg.name
         stem = f"{name}_{cfg.gridding.method}_{stem_grid}"
         new_tasks, new_outputs = write_level3(l3, out_dir, stem, cfg.output.formats)
+        tasks += new_tasks
+        outputs += new_outputs
+        new_tasks, new_outputs = analysis_stages(cfg, l3, name, stem, out_dir, regions)
         tasks += new_tasks
         outputs += new_outputs
     log.info("computing %d outputs from %d inputs", len(tasks), len(files))

@@ -24,19 +24,27 @@ def demo_config(tmp_path: Path, **overrides) -> Path:
     doc = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
     doc["inputs"] = [str(SAMPLES / "*.nc"), str(SAMPLES / "*.nc4")]
     doc["output"]["dir"] = str(tmp_path / "out")
+    if "regions" in doc:
+        doc["regions"]["file"] = str(SAMPLES / "regions_north_china.geojson")
     doc.update(overrides)
     p = tmp_path / "job.yaml"
     p.write_text(yaml.safe_dump(doc))
     return p
 
 
-def test_demo_job_writes_one_cog_per_species(tmp_path):
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The demo job, run once for the tests of this module."""
+    tmp = tmp_path_factory.mktemp("demo")
+    cfg = load_config(demo_config(tmp))
+    return cfg, run(cfg), tmp / "out"
+
+
+def test_demo_job_writes_one_cog_per_species(demo_run):
     from rio_cogeo.cogeo import cog_validate
 
-    cfg = load_config(demo_config(tmp_path))
-    result = run(cfg)
-    out = tmp_path / "out"
-    tifs = sorted(out.glob("*.tif"))
+    cfg, result, out = demo_run
+    tifs = sorted(t for t in out.glob("*.tif") if "_anomaly" not in t.name)
     assert sorted(t.name.split("_")[0] for t in tifs) == ["xch4", "xco", "xco2"]
     for tif in tifs:
         valid, errors, _ = cog_validate(str(tif))
@@ -51,17 +59,36 @@ def test_demo_job_writes_one_cog_per_species(tmp_path):
             mean = r.read(1)
             assert np.isfinite(mean).any()
     assert len(list(out.glob("*_mean.png"))) == 3 and len(list(out.glob("*.nc"))) == 3
+    for sp in ("xch4", "xco", "xco2"):
+        assert (out / f"{sp}_hotspots.geojson").exists() and (out / f"{sp}_regions.csv").exists()
+        with rasterio.open(next(out.glob(f"{sp}_area_*_anomaly.tif"))) as r:
+            assert r.tags()["anomaly_method"] in ("moving_median", "daily_median")
+            assert "xch4_zscore" in r.descriptions or f"{sp}_zscore" in r.descriptions
     summary = json.loads((out / "job_summary.json").read_text())
     assert summary["config_hash"] == config_hash(cfg) and len(summary["inputs"]) == 5
     assert not list(out.glob(".*"))  # no temporary files left behind
     assert result.outputs
 
 
-def test_demo_map_shows_the_planted_ch4_enhancement(tmp_path):
-    run(load_config(demo_config(tmp_path)))
+def test_demo_finds_the_planted_hotspots_and_tabulates_regions(demo_run):
+    import pandas as pd
+
+    out = demo_run[2]
+    manifest = json.loads((SAMPLES / "MANIFEST.json").read_text())
+    for sig in manifest["planted_signals"]:
+        h = pd.read_csv(out / f"{sig['species']}_hotspots.csv")
+        assert len(h) == 1
+        assert abs(h.lon[0] - sig["lon"]) <= 0.05 and abs(h.lat[0] - sig["lat"]) <= 0.05
+    assert len(pd.read_csv(out / "xco_hotspots.csv")) == 0
+    table = pd.read_csv(out / "xch4_regions.csv").set_index("region")
+    assert table.loc["shanxi", "n_hotspots"] == 1 and table.loc["shaanxi", "n_hotspots"] == 0
+    assert {"mean", "median", "weighted_mean", "n_soundings", "coverage_fraction", "mean_anomaly"} <= set(table.columns)
+
+
+def test_demo_map_shows_the_planted_ch4_enhancement(demo_run):
     manifest = json.loads((SAMPLES / "MANIFEST.json").read_text())
     sig = next(s for s in manifest["planted_signals"] if s["species"] == "xch4")
-    with rasterio.open(next((tmp_path / "out").glob("xch4_*.tif"))) as r:
+    with rasterio.open(next(demo_run[2].glob("xch4_area_*0p05.tif"))) as r:
         mean = r.read(1)
         row, col = r.index(sig["lon"], sig["lat"])
         window = mean[row - 1:row + 2, col - 1:col + 2]
@@ -77,9 +104,16 @@ def test_demo_map_shows_the_planted_ch4_enhancement(tmp_path):
     ({"inputs": ["/nonexistent/*.nc"]}, "matched no file"),
     ({"reader_options": {"s5p_ch5": {}}}, "unknown reader"),
     ({"colour": "blue"}, "colour"),
+    ({"hotspots": {}, "anomaly": None}, "hotspots need an anomaly stage"),
+    ({"regions": {"file": "/nowhere/regions.geojson"}}, "does not exist"),
+    ({"anomaly": {"method": "daily_median", "overrides": {"xch4": {"radius": 3}}}}, "unknown setting"),
 ])
 def test_config_errors_name_the_key(tmp_path, patch, message):
     path = demo_config(tmp_path, **patch)
+    if "regions" in patch:  # demo_config points regions at the samples before the patch applies
+        doc = yaml.safe_load(path.read_text())
+        doc["regions"] = patch["regions"]
+        path.write_text(yaml.safe_dump(doc))
     with pytest.raises(ConfigError, match=message):
         run(load_config(path))
 

@@ -35,7 +35,7 @@ def _coarse(arr: da.Array, max_pixels: int) -> da.Array:
 def _draw(
     values: np.ndarray, extent: tuple[float, float, float, float], path: str, title: str, label: str,
     cmap: str, vmin: float | None, vmax: float | None, xlabel: str, ylabel: str,
-    outlines: Sequence[np.ndarray] = (), markers: Sequence[tuple[float, float, str]] = (),
+    outlines: Sequence[np.ndarray] = (), markers: Sequence[tuple[float, float, str]] = (), symmetric: bool = False,
 ) -> str:
     import matplotlib
 
@@ -43,6 +43,9 @@ def _draw(
     import matplotlib.pyplot as plt
 
     finite = values[np.isfinite(values)]
+    if symmetric and finite.size and vmin is None and vmax is None:
+        vmax = float(np.percentile(np.abs(finite), 99))
+        vmin = -vmax
     if vmin is None and finite.size:
         vmin = float(np.percentile(finite, 2))
     if vmax is None and finite.size:
@@ -53,8 +56,12 @@ def _draw(
     fig, ax = plt.subplots(figsize=(fig_w, max(3.0, min(10.0, fig_w / max(aspect, 0.1) * 0.85))), dpi=110)
     im = ax.imshow(values, extent=(w, e, s, n), origin="upper", cmap=cmap, vmin=vmin, vmax=vmax,
                    interpolation="nearest")
-    for ring in outlines:
-        ax.plot(ring[:, 0], ring[:, 1], color="black", linewidth=0.8)
+    for item in outlines:
+        ring, kind = item if isinstance(item, tuple) else (item, "region")
+        if kind == "hotspot":
+            ax.plot(ring[:, 0], ring[:, 1], color="magenta", linewidth=2.0)
+        else:
+            ax.plot(ring[:, 0], ring[:, 1], color="0.25", linewidth=0.7)
     for x, y, text in markers:
         ax.plot([x], [y], marker="+", color="black", markersize=9)
         if text:
@@ -86,8 +93,9 @@ def quicklook(
     vmin: float | None = None,
     vmax: float | None = None,
     max_pixels: int = 1600,
-    outlines: Sequence[np.ndarray] = (),
+    outlines: Any = (),
     markers: Sequence[tuple[float, float, str]] = (),
+    symmetric: bool = False,
     compute: bool = True,
 ) -> str | Any:
     """Draw ``ds[variable]`` (y, x) to a PNG with a colour bar in its units.
@@ -107,10 +115,13 @@ def quicklook(
     max_pixels : int
         Larger grids are averaged down (NaN-aware, lazily) to at most this many pixels
         per side before drawing.
-    outlines : sequence of (N, 2) arrays
-        Polygon rings (grid CRS coordinates) drawn in black.
+    outlines : sequence, or a Delayed of one
+        Polygon rings (grid CRS coordinates, (N, 2) arrays), or ``(ring, kind)`` pairs with
+        kind ``"region"`` (thin grey) or ``"hotspot"`` (thick magenta).
     markers : sequence of (x, y, label)
         Points marked with a cross.
+    symmetric : bool
+        Colour limits symmetric about zero (for anomalies).
     compute : bool
         Draw now (default) or return a Delayed.
     """
@@ -131,7 +142,8 @@ def quicklook(
     xlabel, ylabel = ("longitude [degrees east]", "latitude [degrees north]") if geographic else (
         f"x [{ds['x'].attrs.get('units', '')}]", f"y [{ds['y'].attrs.get('units', '')}]")
     data = _coarse(da.asarray(arr.data).astype(np.float64), max_pixels)
+    outlines = outlines if hasattr(outlines, "dask") else list(outlines)
     task = dask.delayed(_draw, pure=False)(
         data, extent, path, title, f"{variable} [{units}]", cmap, vmin, vmax, xlabel, ylabel,
-        list(outlines), list(markers))
+        outlines, list(markers), symmetric)
     return task.compute() if compute else task
