@@ -38,7 +38,7 @@ from .errors import ConfigError, InputFileNotFoundError, QualityWarning, warn
 from .grid import GridSpec
 from .schema import SPECIES
 
-__all__ = ["load_regions", "region_fractions", "region_table", "RegionCells", "weighted_median", "write_table"]
+__all__ = ["coverage_fractions", "load_regions", "region_fractions", "region_table", "RegionCells", "weighted_median", "write_table"]
 
 
 @dataclass(frozen=True)
@@ -106,10 +106,51 @@ def _window(geom: Any, grid: GridSpec) -> tuple[int, int, int, int] | None:
     return r0, r1, c0, c1
 
 
-def region_fractions(regions: Any, grid: GridSpec) -> list[RegionCells]:
-    """Exact covered fraction of every cell of ``grid`` touched by each region polygon."""
+def coverage_fractions(geom: Any, transform: Any, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Exact fraction of each cell that ``geom`` covers, and the all-touched mask.
+
+    Parameters
+    ----------
+    geom : shapely geometry
+        Polygon(s) in the raster's CRS.
+    transform : affine.Affine
+        North-up transform of the window (no rotation).
+    shape : (rows, cols)
+
+    Returns
+    -------
+    fraction : float64 array, 0..1
+        Covered area of each cell / cell area, in the CRS's plane: 1 inside, the exact
+        shapely intersection on cells the boundary crosses, 0 outside.
+    touched : bool array
+        ``rasterio.features.rasterize(..., all_touched=True)``: every cell the polygon
+        touches (a superset of ``fraction > 0``; cells touched only along an edge or at a
+        corner have fraction 0).
+    """
     import shapely
     from rasterio.features import rasterize
+
+    if shape[0] == 0 or shape[1] == 0 or geom is None or geom.is_empty:
+        return np.zeros(shape), np.zeros(shape, dtype=bool)
+    inside = rasterize([(geom, 1)], out_shape=shape, transform=transform, all_touched=False, dtype="uint8").astype(bool)
+    edge = rasterize([(geom.boundary, 1)], out_shape=shape, transform=transform, all_touched=True,
+                     dtype="uint8").astype(bool)
+    touched = rasterize([(geom, 1)], out_shape=shape, transform=transform, all_touched=True,
+                        dtype="uint8").astype(bool)
+    frac = np.where(inside & ~edge, 1.0, 0.0)
+    rr, cc = np.nonzero(edge)
+    if rr.size:
+        xres, yres = transform.a, -transform.e
+        x0 = transform.c + cc * xres
+        y1 = transform.f - rr * yres
+        boxes = shapely.box(x0, y1 - yres, x0 + xres, y1)
+        shapely.prepare(geom)
+        frac[rr, cc] = np.clip(shapely.area(shapely.intersection(boxes, geom)) / (xres * yres), 0.0, 1.0)
+    return frac, touched | (frac > 0)
+
+
+def region_fractions(regions: Any, grid: GridSpec) -> list[RegionCells]:
+    """Exact covered fraction of every cell of ``grid`` touched by each region polygon."""
     from rasterio.transform import Affine
 
     gdf = load_regions(regions) if not hasattr(regions, "geometry") else regions
@@ -123,17 +164,7 @@ def region_fractions(regions: Any, grid: GridSpec) -> list[RegionCells]:
             continue
         r0, r1, c0, c1 = win
         t = grid.transform @ Affine.translation(c0, r0)
-        shape = (r1 - r0, c1 - c0)
-        inside = rasterize([(geom, 1)], out_shape=shape, transform=t, all_touched=False, dtype="uint8").astype(bool)
-        edge = rasterize([(geom.boundary, 1)], out_shape=shape, transform=t, all_touched=True, dtype="uint8").astype(bool)
-        frac = np.where(inside & ~edge, 1.0, 0.0)
-        rr, cc = np.nonzero(edge)
-        if rr.size:
-            xres, yres = grid.resolution
-            x0 = t.c + cc * xres
-            y1 = t.f - rr * yres
-            boxes = shapely.box(x0, y1 - yres, x0 + xres, y1)
-            frac[rr, cc] = np.clip(shapely.area(shapely.intersection(boxes, geom)) / (xres * yres), 0.0, 1.0)
+        frac, _ = coverage_fractions(geom, t, (r1 - r0, c1 - c0))
         out.append(RegionCells(name, r0, c0, frac, geom_ll))
     return out
 
