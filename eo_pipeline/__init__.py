@@ -12,6 +12,9 @@ The public API:
 * :func:`regional_anomaly` - backgrounds, anomalies and z-scores
 * :func:`find_hotspots` - enhancement regions (GeoDataFrame)
 * :func:`region_table` - per-region statistics (DataFrame)
+* :func:`forest_area_by_year` - tree cover and loss (ha) per region and year (GFW definitions)
+* :func:`compute_forest`, :func:`carbon_table`, :func:`carbon_maps`, :func:`load_removal_factors`,
+  :func:`removals_tco2`, :func:`run_forest` - forest removals, loss emissions and net flux
 * :func:`write_cog`, :func:`write_netcdf`, :func:`quicklook` - outputs
 * :func:`load_config`, :func:`run` - YAML jobs
 * :class:`EOPipelineError` - root of every error raised on bad input
@@ -22,6 +25,8 @@ from .anomaly import regional_anomaly
 from .composite import composite
 from .config import load_config
 from .errors import EOPipelineError
+from .forest import compute_forest, forest_area_by_year
+from .forest_stage import run_forest
 from .grid import GridSpec, named_grid
 from .gridding import grid_soundings
 from .hotspots import find_hotspots
@@ -31,9 +36,17 @@ from .io.quicklook import quicklook
 from .pipeline import run
 from .readers import list_readers, open_product, register_reader
 from .regions import load_regions, region_table
+from .sinks import carbon_maps, carbon_table, load_removal_factors, removals_tco2
 from .summary import summarize
 
 __all__ = [
+    "forest_area_by_year",
+    "compute_forest",
+    "carbon_table",
+    "carbon_maps",
+    "load_removal_factors",
+    "removals_tco2",
+    "run_forest",
     "__version__",
     "EOPipelineError",
     "open_product",

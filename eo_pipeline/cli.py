@@ -103,6 +103,49 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_forest(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .forest_stage import run_forest
+    from .grid import GridSpec, named_grid
+
+    grid = None
+    if args.grid:
+        grid = named_grid(args.grid)
+    elif args.bbox is not None:
+        if args.resolution is None:
+            raise ConfigError("--bbox needs --resolution (cell size in the CRS's units)")
+        grid = GridSpec.from_bbox(args.bbox, args.resolution, args.crs)
+    rf: Any = None
+    if args.removal_factor is not None:
+        parts = args.removal_factor.split(":")
+        try:
+            nums = [float(v) for v in parts]
+        except ValueError:
+            raise ConfigError(f"--removal-factor {args.removal_factor}: give VALUE or VALUE:LOW:HIGH in t C/ha/yr") from None
+        if len(nums) not in (1, 3):
+            raise ConfigError(f"--removal-factor {args.removal_factor}: give VALUE or VALUE:LOW:HIGH in t C/ha/yr")
+        rf = {"value": nums[0]} if len(nums) == 1 else {"value": nums[0], "low": nums[1], "high": nums[2]}
+        rf["units"] = "t CO2/ha/yr" if args.removal_factor_units == "tco2" else "t C/ha/yr"
+    formats = ("geotiff",) + (("quicklook",) if not args.no_quicklook else ())
+    run = run_forest(
+        args.treecover, args.lossyear, out=args.output, emissions=args.emissions, gain=args.gain, biomass=args.biomass,
+        regions=args.regions, name_field=args.name_field, select=args.select, grid=grid, min_cover=args.min_cover,
+        min_size=args.min_size, years=args.years if args.years else ..., map_year=args.map_year,
+        cell_area=args.cell_area, emissions_weighting=args.emissions_weighting, landcover=args.landcover,
+        removal_factors=args.removal_factors, zone=args.zone, removal_factor=rf, formats=formats)
+    for o in run.outputs:
+        print(o)
+    last = run.table[run.table["year"] == run.table["year"].max()]
+    for _, row in last.iterrows():
+        line = f"{row['region']}: {row['year']} tree cover {row['treecover_ha']:.6g} ha ({row['treecover_mu']:.6g} mu)"
+        if "removals_tco2" in row:
+            line += f", removals {row['removals_tco2']:.6g} t CO2/yr"
+        if "net_tco2e" in row:
+            line += f", net {row['net_tco2e']:.6g} t CO2e/yr (negative = sink)"
+        print(line, file=sys.stderr)
+    return 0
+
+
 def _cmd_make_samples(args: argparse.Namespace) -> int:
     from .samples import make_samples
 
@@ -171,6 +214,44 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quicklook", action="store_true", help="also write a PNG quicklook of the mean")
     s.add_argument("-o", "--output", required=True, help="OUT.tif (COG) or OUT.nc (CF-NetCDF)")
     s.set_defaults(func=_cmd_grid)
+
+    s = sub.add_parser("forest", help="forest area by year, removals, loss emissions and net flux -> CSV (+ maps)",
+                       description="Forest area by year per region (Global Forest Watch definitions), with IPCC Tier 1 "
+                       "removals, emissions from loss and net flux (t CO2e/yr, negative = net sink).")
+    s.add_argument("--treecover", required=True, nargs="+", metavar="T.tif",
+                   help="Hansen treecover2000 tile(s) (% canopy), or a land-cover class raster with --landcover")
+    s.add_argument("--lossyear", nargs="+", metavar="L.tif", help="Hansen lossyear tile(s) on the same grid")
+    s.add_argument("--emissions", nargs="+", metavar="E.tif", help="GFW gross emissions tile(s), Mg CO2e per pixel")
+    s.add_argument("--gain", nargs="+", metavar="G.tif", help="Hansen gain tile(s) (adds gain 2000-2012 sums)")
+    s.add_argument("--biomass", nargs="+", metavar="B.tif", help="above-ground biomass density tile(s), t d.m./ha")
+    s.add_argument("--landcover", metavar="CLASSES", help="treecover is a class raster: worldcover, lc100 or e.g. 10,95")
+    s.add_argument("--regions", metavar="AOI.gpkg", help="region polygons (any CRS; default: the whole raster)")
+    s.add_argument("--name-field", help="attribute naming the regions (default: name, then id)")
+    s.add_argument("--select", nargs="+", metavar="REGION", help="only these regions")
+    s.add_argument("--min-cover", type=float, default=30.0, metavar="PCT", help="canopy cover %% for forest (default 30)")
+    s.add_argument("--min-size", default="0", metavar="HA",
+                   help="minimum patch area, strictly exceeded: ha, or with a unit ('7.5 mu', '0.1 km2'); default 0")
+    s.add_argument("--years", metavar="2000-2023", help="years to report (default: 2000 to the last loss year)")
+    s.add_argument("--cell-area", choices=["ellipsoid", "sphere"], default="ellipsoid",
+                   help="pixel areas on the WGS84 ellipsoid (default) or a sphere of R = 6378137 m (GFW/mapme)")
+    s.add_argument("--emissions-weighting", choices=["fraction", "none"], default="fraction",
+                   help="weight boundary pixels' emissions by covered fraction (default) or take them whole")
+    s.add_argument("--removal-factors", metavar="TABLE.yaml",
+                   help="your removal-factor table, merged over configs/removal_factors_ipcc2019.yaml")
+    s.add_argument("--zone", metavar="KEY", help="table zone: climate_domain/ecological_zone/continent/age_class")
+    s.add_argument("--removal-factor", metavar="VALUE[:LOW:HIGH]",
+                   help="your own removal factor (t C/ha/yr, above + below ground) instead of a table zone")
+    s.add_argument("--removal-factor-units", choices=["tc", "tco2"], default="tc",
+                   help="units of --removal-factor: t C/ha/yr (default) or t CO2/ha/yr")
+    where = s.add_mutually_exclusive_group()
+    where.add_argument("--grid", help="also write per-cell maps on this named grid")
+    where.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"), help="map grid bbox (with --resolution)")
+    s.add_argument("--resolution", type=float, help="map grid cell size (with --bbox)")
+    s.add_argument("--crs", default="EPSG:4326", help="CRS of --bbox/--resolution (default EPSG:4326)")
+    s.add_argument("--map-year", type=int, help="year of the maps (default: the last year)")
+    s.add_argument("--no-quicklook", action="store_true", help="no PNG quicklooks with the maps")
+    s.add_argument("-o", "--output", required=True, metavar="OUT.csv", help="the table; maps go next to it")
+    s.set_defaults(func=_cmd_forest)
 
     s = sub.add_parser("make-samples", help="(re)write the synthetic sample scenes")
     s.add_argument("--out", default="sample_scenes")

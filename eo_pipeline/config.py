@@ -32,7 +32,7 @@ from .errors import ConfigError, GridError
 from .grid import GridSpec, grid_from_mapping, named_grid
 
 __all__ = ["JobConfig", "GridConfig", "GriddingConfig", "AnomalyConfig", "HotspotConfig", "RegionsConfig",
-           "OutputConfig", "load_config", "config_hash"]
+           "ForestConfig", "OutputConfig", "load_config", "config_hash"]
 
 
 class _Model(BaseModel):
@@ -106,6 +106,36 @@ class RegionsConfig(_Model):
     name_field: str | None = None
 
 
+class ForestConfig(_Model):
+    """The forest-carbon stage (see :func:`eo_pipeline.forest_stage.run_forest`).
+
+    Paths (or lists of tile paths / glob patterns) are relative to the config file.
+    """
+
+    treecover: str | list[str] = Field(description="Hansen treecover2000 tile(s) or a land-cover class raster")
+    lossyear: str | list[str] | None = None
+    emissions: str | list[str] | None = Field(None, description="GFW gross emissions tile(s), Mg CO2e per pixel")
+    gain: str | list[str] | None = None
+    biomass: str | list[str] | None = Field(None, description="above-ground biomass density tile(s), t d.m./ha")
+    landcover: str | list[int] | None = Field(None, description="worldcover, lc100 or a list of forest classes")
+    regions: Path | None = Field(None, description="region polygons (default: the whole raster)")
+    name_field: str | None = None
+    select: list[str] | None = Field(None, description="only these regions")
+    grid: str | GridConfig | None = Field(None, description="per-cell maps on this grid (default: none)")
+    min_cover: float = Field(30.0, ge=0.0, le=100.0, description="canopy cover %% for forest")
+    min_size: float | str = Field(0.0, description="minimum patch area: ha, or '7.5 mu' / '0.1 km2'")
+    years: str | list[int] | None = Field(None, description="e.g. 2000-2023 (default: 2000 to the last loss year)")
+    map_year: int | None = None
+    cell_area: Literal["ellipsoid", "sphere"] = "ellipsoid"
+    emissions_weighting: Literal["fraction", "none"] = "fraction"
+    removal_factors: Path | None = Field(None, description="your table, merged over the IPCC 2019 defaults")
+    zone: str | None = Field(None, description="zone key of the removal-factor table")
+    removal_factor: float | dict[str, Any] | None = Field(
+        None, description="your own factor: t C/ha/yr, or {value, low, high, units, source}")
+    overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    stem: str = "forest"
+
+
 class OutputConfig(_Model):
     """Where and what to write."""
 
@@ -125,6 +155,7 @@ class JobConfig(_Model):
     anomaly: AnomalyConfig | None = None
     hotspots: HotspotConfig | None = None
     regions: RegionsConfig | None = None
+    forest: ForestConfig | None = None
     output: OutputConfig
     base_dir: Path = Field(default=Path("."), exclude=True)
 
@@ -132,6 +163,25 @@ class JobConfig(_Model):
         """Resolve a path from the config against the config file's directory."""
         q = Path(p).expanduser()
         return (q if q.is_absolute() else (self.base_dir / q)).resolve()
+
+    def forest_paths(self, value: str | list[str]) -> list[str]:
+        """Tile paths of a forest layer, globs expanded, relative to the config file."""
+        import glob
+
+        out: list[str] = []
+        for item in [value] if isinstance(value, str) else value:
+            q = str(self.resolve(item))
+            out += sorted(glob.glob(q)) if glob.has_magic(q) else ([q] if Path(q).exists() else [])
+        return out
+
+    def forest_grid(self) -> GridSpec | None:
+        """The forest stage's map grid (None: no maps)."""
+        assert self.forest is not None
+        g = self.forest.grid
+        if g is None:
+            return None
+        extra = {n: grid_from_mapping(n, c.model_dump(), f"grids.{n}") for n, c in self.grids.items()}
+        return named_grid(g, extra) if isinstance(g, str) else grid_from_mapping("forest", g.model_dump(), "forest.grid")
 
     def grid_spec(self, where: str = "config") -> GridSpec:
         """The gridding stage's target grid."""
@@ -203,10 +253,32 @@ def load_config(path: str | Path) -> JobConfig:
         raise ConfigError(f"{p}: hotspots need an anomaly stage; add 'anomaly:' (e.g. method: daily_median)")
     if cfg.regions is not None and not cfg.resolve(cfg.regions.file).exists():
         raise ConfigError(f"{p}: regions.file: {cfg.resolve(cfg.regions.file)} does not exist")
+    if cfg.forest is not None:
+        _check_forest(cfg, p)
     if cfg.anomaly is not None:
         for name in cfg.anomaly.overrides:
             cfg.anomaly.for_species(name)
     return cfg
+
+
+def _check_forest(cfg: JobConfig, p: Path) -> None:
+    f = cfg.forest
+    assert f is not None
+    for key in ("treecover", "lossyear", "emissions", "gain", "biomass"):
+        value = getattr(f, key)
+        if value is not None and not cfg.forest_paths(value):
+            raise ConfigError(f"{p}: forest.{key}: no file matches {value}")
+    for key in ("regions", "removal_factors"):
+        value = getattr(f, key)
+        if value is not None and not cfg.resolve(value).exists():
+            raise ConfigError(f"{p}: forest.{key}: {cfg.resolve(value)} does not exist")
+    if f.grid is not None:
+        try:
+            cfg.forest_grid()
+        except GridError as exc:
+            raise ConfigError(f"{p}: forest.grid: {exc}") from exc
+    if f.zone is not None and f.removal_factor is not None:
+        raise ConfigError(f"{p}: forest: give either zone (of the removal-factor table) or removal_factor, not both")
 
 
 def config_hash(cfg: JobConfig) -> str:

@@ -207,6 +207,28 @@ def analysis_stages(cfg: JobConfig, l3: xr.Dataset, name: str, stem: str, out_di
     return tasks, outputs
 
 
+def forest_outputs(cfg: JobConfig, out_dir: Path) -> list[str]:
+    """Run the forest-carbon stage of a job (its own windowed reads; see :mod:`eo_pipeline.forest_stage`)."""
+    from .forest_stage import run_forest
+
+    f = cfg.forest
+    assert f is not None
+
+    def paths(v: Any) -> list[str] | None:
+        return None if v is None else cfg.forest_paths(v)
+
+    run = run_forest(
+        paths(f.treecover), paths(f.lossyear), out=out_dir / f"{f.stem}.csv", emissions=paths(f.emissions),
+        gain=paths(f.gain), biomass=paths(f.biomass), regions=cfg.resolve(f.regions) if f.regions else None,
+        name_field=f.name_field, select=f.select, grid=cfg.forest_grid(), min_cover=f.min_cover, min_size=f.min_size,
+        years=f.years if f.years is not None else ..., map_year=f.map_year, cell_area=f.cell_area,
+        emissions_weighting=f.emissions_weighting, landcover=f.landcover,
+        removal_factors=cfg.resolve(f.removal_factors) if f.removal_factors else None, zone=f.zone,
+        removal_factor=f.removal_factor, overrides=f.overrides or None,
+        formats=tuple(x for x in cfg.output.formats if x in ("geotiff", "netcdf", "quicklook")))
+    return run.outputs
+
+
 def run(cfg: JobConfig, *, scheduler: str | None = None) -> JobResult:
     """Run a job: read, grid each species, write COG/quicklook outputs; compute once.
 
@@ -243,6 +265,8 @@ def run(cfg: JobConfig, *, scheduler: str | None = None) -> JobResult:
         new_tasks, new_outputs = analysis_stages(cfg, l3, name, stem, out_dir, regions)
         tasks += new_tasks
         outputs += new_outputs
+    if cfg.forest is not None:
+        outputs += forest_outputs(cfg, out_dir)
     log.info("computing %d outputs from %d inputs", len(tasks), len(files))
     kwargs = {"scheduler": scheduler} if scheduler else {}
     dask.compute(*tasks, **kwargs)

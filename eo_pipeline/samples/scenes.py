@@ -239,11 +239,23 @@ def _hansen(outdir: Path, seed: int) -> tuple[list[Path], dict[str, Any]]:
                           description="Hansen_GFC-2023-v1.11_treecover2000_40N_100E", **common)
     ly = write_hansen_tif(outdir / "Hansen_GFC-2023-v1.11_lossyear_40N_100E.yuyang-crop.tif", lossyear,
                           description="Hansen_GFC-2023-v1.11_lossyear_40N_100E", **common)
-    info = {"files": [tc.name, ly.name], "product": "Hansen GFC v1.11 style treecover2000 / lossyear",
+    # GFW-style gross emissions from loss (Mg CO2e per pixel, Harris et al. 2021 layout): above-ground
+    # biomass ~ 25-55 t d.m./ha for these shelterbelts, x (1 + R 0.4) x CF 0.47 x 44/12, times the
+    # pixel's ellipsoidal area; NaN where no loss, as in the real layer
+    lat = FOREST_CROP["north"] - (np.arange(h) + 0.5) * FOREST_CROP["res"]
+    px_ha = (FOREST_CROP["res"] * 111_320.0 * np.cos(np.radians(lat)) * FOREST_CROP["res"] * 110_950.0 / 1e4)[:, None]
+    agb = 25.0 + 30.0 * smooth_noise((h, w), rng, 6.0)
+    emissions = np.where(lossyear > 0, agb * 1.4 * 0.47 * 44.0 / 12.0 * px_ha, np.nan).astype("f4")
+    em = write_hansen_tif(outdir / "gfw_forest_carbon_gross_emissions_Mg_CO2e_px_40N_100E.yuyang-crop.tif",
+                          emissions, description="gfw_forest_carbon_gross_emissions_Mg_CO2e_px", nodata=float("nan"),
+                          **common)
+    info = {"files": [tc.name, ly.name, em.name],
+            "product": "Hansen GFC v1.11 style treecover2000 / lossyear; GFW style gross emissions (Mg CO2e/pixel)",
             "extent": [FOREST_CROP["west"], FOREST_CROP["north"] - h * FOREST_CROP["res"],
                        FOREST_CROP["west"] + w * FOREST_CROP["res"], FOREST_CROP["north"]],
-            "pixels_ge_30pct": int(forest.sum()), "loss_pixels": int(lossmask.sum())}
-    return [tc, ly], info
+            "pixels_ge_30pct": int(forest.sum()), "loss_pixels": int(lossmask.sum()),
+            "emissions_Mg_CO2e": round(float(np.nansum(emissions)), 3)}
+    return [tc, ly, em], info
 
 
 def _feature(fid: str, name: str, kind: str, ring: list[tuple[float, float]]) -> dict[str, Any]:

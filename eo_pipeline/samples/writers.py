@@ -550,20 +550,25 @@ def write_esacci_ch4(
 
 def write_hansen_tif(
     path: str | Path, data: np.ndarray, *, west: float, north: float, res: float = 0.00025,
-    description: str = "", nodata: int | None = 255,
+    description: str = "", nodata: float | None = 255,
 ) -> Path:
-    """Write a uint8 single-band GeoTIFF (EPSG:4326, LZW) like the Hansen GFC tiles."""
+    """Write a single-band GeoTIFF (EPSG:4326, LZW) like the Hansen GFC / GFW tiles.
+
+    uint8 for integer data (Hansen layers), float32 for floating-point data (GFW
+    emissions, Mg CO2e per pixel; pass ``nodata=float("nan")``).
+    """
     import rasterio
     from rasterio.transform import from_origin
 
     path = Path(path)
+    dtype = "float32" if np.issubdtype(data.dtype, np.floating) else "uint8"
     profile = {
-        "driver": "GTiff", "dtype": "uint8", "count": 1, "width": data.shape[1], "height": data.shape[0],
+        "driver": "GTiff", "dtype": dtype, "count": 1, "width": data.shape[1], "height": data.shape[0],
         "crs": "EPSG:4326", "transform": from_origin(west, north, res, res), "compress": "lzw",
         "nodata": nodata,
     }
     with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data.astype("uint8"), 1)
+        dst.write(data.astype(dtype), 1)
         dst.set_band_description(1, description or path.stem)
         dst.update_tags(synthetic="true", synthetic_note=SYNTHETIC_NOTE)
     return path
