@@ -229,7 +229,7 @@ def _strip(job: _Job, r0: int, r1: int) -> _Strip:
                 "treecover2000 holds percent 0-100. Set the file's nodata value if those are fill, or pass "
                 "--landcover for a land-cover class raster")
         forest = valid & (data >= job.min_cover)
-    t = tc.transform * Affine.translation(c0, r0)
+    t = tc.transform @ Affine.translation(c0, r0)
     frac = touched = None
     if job.geom is not None:
         import shapely

@@ -19,6 +19,8 @@ from eo_pipeline.pipeline import run
 
 from .conftest import ROOT, SAMPLES
 
+TC_SAMPLE = next(SAMPLES.glob("Hansen_GFC-2023-v1.11_treecover2000_*.tif"))
+
 
 def demo_config(tmp_path: Path, **overrides) -> Path:
     doc = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
@@ -139,3 +141,37 @@ def test_cli_run_failure_leaves_nothing_half_written(tmp_path):
     assert proc.stderr.strip().count("\n") == 0 and "broken.nc" in proc.stderr
     out = tmp_path / "out"
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_demo_job_runs_the_forest_stage(demo_run):
+    """The demo's forest section: table, maps and quicklooks; the county factor reproduces its figure."""
+    import pandas as pd
+
+    cfg, result, out = demo_run
+    table = pd.read_csv(out / "forest.csv")
+    assert table["region"].unique().tolist() == ["yuyang_forest_aoi"] and table["year"].tolist() == list(range(2000, 2024))
+    np.testing.assert_allclose(table["removal_factor_tco2_per_ha_yr"], 0.594 * 44 / 12, rtol=1e-12)
+    np.testing.assert_allclose(table["removals_tco2"], table["treecover_ha"] * 0.594 * 44 / 12, rtol=1e-12)
+    assert (table["net_tco2e"] < 0).all()
+    for name in ("forest_forest_fraction_2023.tif", "forest_removals_2023.tif", "forest_net_flux_2023.tif",
+                 "forest_forest_fraction_2023.png"):
+        assert (out / name).exists() and str(out / name) in result.outputs
+
+
+def test_forest_config_errors(tmp_path):
+    doc = yaml.safe_load(demo_config(tmp_path).read_text())
+    doc["forest"]["zone"] = "tropical/x"
+    p = tmp_path / "both.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match="either zone .* or removal_factor"):
+        load_config(p)
+    doc["forest"].pop("zone")
+    doc["forest"]["treecover"] = str(tmp_path / "nothing_*.tif")
+    p.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match="forest.treecover: no file matches"):
+        load_config(p)
+    doc["forest"]["treecover"] = str(TC_SAMPLE)
+    doc["forest"]["min_cover"] = 130
+    p.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match="forest.min_cover"):
+        load_config(p)
