@@ -18,8 +18,9 @@ Definitions (Global Forest Watch's, as the issue states them; each is one step b
    one pyproj ``Geod`` polygon per pixel row; with ``cell_area="sphere"`` on a sphere of
    radius 6,378,137 m, ``R² Δλ |sin φ1 - sin φ2|`` (the convention of exactextract-based
    tools such as Global Forest Watch's and mapme.biodiversity's). The sphere gives
-   0.5-0.7 % more area than the ellipsoid between the equator and 40° (0.55 % at
-   18° N). Rasters in a projected CRS use the planar pixel area.
+   0.67 % more area than the ellipsoid at the equator, 0.55 % at 18° N, 0.16 % at
+   38° N, the same near 45° and less poleward. Rasters in a projected CRS use the
+   planar pixel area.
 5. **Tree cover in year Y** = counted forest area in 2000 - counted area lost in
    2001..Y (``lossyear`` n = loss in 2000 + n, 0 = no loss). **Loss in year Y** = counted
    forest area whose ``lossyear`` is Y - 2000.
