@@ -533,6 +533,31 @@ class ForestResult:
         df.attrs["region_notes"] = {r.name: r.note for r in self.regions if r.note}
         return df
 
+    def cell_table(self, years: Any = ...) -> pd.DataFrame:
+        """One row per grid cell holding counted forest in 2000 and per year.
+
+        Columns ``cell_row``, ``cell_col``, ``x``, ``y`` (cell centre, grid CRS units),
+        ``year``, ``treecover_ha``, ``loss_ha`` and ``mapped_ha`` (the cell's area covered
+        by valid treecover pixels, and by the regions when given).
+        """
+        if self.cells is None or self.grid is None:
+            raise ConfigError("a per-cell table needs a grid (grid=... / --grid)")
+        ys = self.check_years(years)
+        cells, (_, ncols) = self.cells, self.grid.shape
+        keep = np.nonzero(cells.area_m2.sum(axis=1) > 0)[0]
+        r, c = np.divmod(keep, ncols)
+        n, ny = keep.size, len(ys)
+        df = pd.DataFrame({
+            "cell_row": np.repeat(r, ny), "cell_col": np.repeat(c, ny),
+            "x": np.repeat(self.grid.x[c], ny), "y": np.repeat(self.grid.y[r], ny),
+            "year": np.tile(np.asarray(ys), n),
+            "treecover_ha": (cells.treecover_m2(ys)[keep] / M2_PER_HA).ravel(),
+            "loss_ha": (cells.by_year(ys)[keep] / M2_PER_HA).ravel() if self.has_loss else np.nan,
+            "mapped_ha": np.repeat(cells.mapped_m2[keep] / M2_PER_HA, ny),
+        })
+        df.attrs.update(self.attrs())
+        return df
+
     def attrs(self) -> dict[str, Any]:
         p = dict(self.parameters)
         p["treecover"] = self.layers.treecover.describe

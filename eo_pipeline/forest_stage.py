@@ -6,7 +6,8 @@ Used by ``eo-pipeline forest`` and by the ``forest:`` section of a job config. W
 * ``<stem>.csv``: one row per region and year (areas in ha, km2 and mu; emissions,
   removals and net flux in t CO2e/yr where their inputs are given; the sign
   convention in column ``net_sign_convention``);
-* with a grid, per-cell maps for the map year as Cloud-Optimized GeoTIFFs:
+* with a grid, ``<stem>_cells.csv``: one row per cell with forest and year (cell row,
+  column and centre, ``treecover_ha``, ``loss_ha``, ``mapped_ha``), and per-cell maps for the map year as Cloud-Optimized GeoTIFFs:
   ``<stem>_forest_fraction_<Y>.tif`` (1), ``<stem>_removals_<Y>.tif`` (t CO2/ha/yr),
   ``<stem>_net_flux_<Y>.tif`` (t CO2e/ha/yr, negative = net sink), and a quicklook PNG
   of the forest fraction with the region outlines.
@@ -141,6 +142,7 @@ def run_forest(
             raise ConfigError(f"map_year {year} is not among the years of the table ({table['year'].min()}-"
                               f"{table['year'].max()})")
         maps = carbon_maps(result, year, zone=z)
+        outputs.append(_write_csv(result.cell_table(years), out.with_name(f"{out.stem}_cells.csv")))
         outputs += _write_maps(maps, out.parent, out.stem, year, formats, regions_gdf)
     return ForestRun(result, table, maps, outputs)
 

@@ -394,6 +394,11 @@ def test_cell_sums_conserve_the_region_total():
     region_tc = res.regions[0].treecover_m2(ys)[0]
     cells_tc = res.cells.treecover_m2(ys).sum(axis=0)
     np.testing.assert_allclose(cells_tc, region_tc, rtol=1e-9)
+    cells = res.cell_table(ys)
+    assert set(cells.columns) >= {"cell_row", "cell_col", "x", "y", "year", "treecover_ha", "loss_ha", "mapped_ha"}
+    np.testing.assert_allclose(cells.groupby("year")["treecover_ha"].sum().to_numpy(), region_tc / 1e4, rtol=1e-9)
+    one = cells[(cells.year == 2000)].iloc[0]
+    assert grid.x[int(one.cell_col)] == one.x and one.treecover_ha <= one.mapped_ha + 1e-9
     from eo_pipeline.sinks import carbon_maps
 
     maps = carbon_maps(res, 2023)

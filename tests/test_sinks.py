@@ -149,7 +149,7 @@ def test_run_forest_writes_table_maps_and_quicklook(tmp_path):
                      select=["yuyang_forest_aoi"], grid="yuyang_forest_0p0025", removal_factor=0.594,
                      years="2000-2023")
     names = sorted(p.split("/")[-1] for p in run.outputs)
-    assert names == ["f.csv", "f_forest_fraction_2023.png", "f_forest_fraction_2023.tif", "f_net_flux_2023.png",
+    assert names == ["f.csv", "f_cells.csv", "f_forest_fraction_2023.png", "f_forest_fraction_2023.tif", "f_net_flux_2023.png",
                      "f_net_flux_2023.tif", "f_removals_2023.tif"]
     table = pd.read_csv(tmp_path / "f.csv")
     assert len(table) == 24 and set(table["region"]) == {"yuyang_forest_aoi"}
