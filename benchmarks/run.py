@@ -17,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_anomaly  # noqa: E402
+import bench_forest  # noqa: E402
 import bench_gridding  # noqa: E402
 import bench_read  # noqa: E402
 
@@ -69,10 +70,38 @@ def _gridding_section(g: dict) -> list[str]:
     return lines
 
 
+def _forest_section(f: dict) -> list[str]:
+    t, tg = f["tile"], f["targets"]
+    lines = ["## Forest area by year on a full Hansen tile", "",
+             f"Generated tile 40N_100E ({t['size']} x {t['size']} pixels of {t['res_deg']} degree, "
+             f"LZW; treecover {t['treecover_mb']:.0f} MB, lossyear {t['lossyear_mb']:.0f} MB), "
+             f"each case in a fresh process on {f['machine']['cpus']} cores. "
+             f"Targets: {tg['seconds']:.0f} s, {tg['peak_mb']:.0f} MB peak.", "",
+             "| case | pixels | time | process | peak memory | tree cover 2000 (ha) "
+             "| tree cover 2023 (ha) | within targets |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key, c in f["cases"].items():
+        if "error" in c:
+            lines.append(f"| {key}) | - | failed | - | - | - | - | no |")
+            continue
+        lines.append(f"| {key}) {c['label']} | {c['pixels']:,} | **{_fmt(c['seconds'])}** "
+                     f"| {_fmt(c['wall_seconds'])} | **{c['peak_mb']:.0f} MB** "
+                     f"| {c['treecover_ha_2000']:,.0f} | {c['treecover_ha_2023']:,.0f} "
+                     f"| {'yes' if c['ok'] else '**no**'} |")
+    b = f["brute_force"]
+    if "rel_diff" in b:
+        lines += ["", f"Brute-force check of case a) (pixels >= 30 % per row x the row's WGS84 "
+                      f"pixel area, closed form): {b['treecover_ha_2000']:,.2f} ha vs "
+                      f"{b['pipeline_ha_2000']:,.2f} ha, relative difference "
+                      f"{b['rel_diff']:.1e}: **{'OK' if b['ok'] else 'FAIL'}**."]
+    errors = [f"case {k}: {c['error']}" for k, c in f["cases"].items() if "error" in c]
+    return lines + [""] + ([*errors, ""] if errors else [])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--repeats", type=int, default=9)
-    p.add_argument("--only", choices=["read", "gridding", "anomaly"], default=None)
+    p.add_argument("--only", choices=["read", "gridding", "anomaly", "forest"], default=None)
     args = p.parse_args(argv)
     report = {"machine": f"{platform.machine()} {platform.python_version()}", "when": time.strftime("%Y-%m-%d %H:%M")}
     lines: list[str] = []
@@ -90,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{a['hotspots']} hotspots on {a['days_with_hotspots']} days ({a['planted_days']} days carry a "
                   f"planted enhancement). The moving-median background (radius 100 km) takes "
                   f"{a['moving_median_seconds_per_day']:.1f} s per daily map.", ""]
+    if args.only in (None, "forest"):
+        report["forest"] = bench_forest.run()
+        lines += _forest_section(report["forest"])
     text = "\n".join(lines) + "\n"
     print(text)
     out = Path(__file__).resolve().parent / "results"

@@ -25,6 +25,7 @@ row is empty: region outside the grid, no data in this time step).
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,15 +129,19 @@ def coverage_fractions(geom: Any, transform: Any, shape: tuple[int, int]) -> tup
         corner have fraction 0).
     """
     import shapely
+    from rasterio.errors import NotGeoreferencedWarning
     from rasterio.features import rasterize
 
     if shape[0] == 0 or shape[1] == 0 or geom is None or geom.is_empty:
         return np.zeros(shape), np.zeros(shape, dtype=bool)
-    inside = rasterize([(geom, 1)], out_shape=shape, transform=transform, all_touched=False, dtype="uint8").astype(bool)
-    edge = rasterize([(geom.boundary, 1)], out_shape=shape, transform=transform, all_touched=True,
-                     dtype="uint8").astype(bool)
-    touched = rasterize([(geom, 1)], out_shape=shape, transform=transform, all_touched=True,
-                        dtype="uint8").astype(bool)
+    with warnings.catch_warnings():  # rasterio warns spuriously about its in-memory dataset
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        inside = rasterize([(geom, 1)], out_shape=shape, transform=transform, all_touched=False,
+                           dtype="uint8").astype(bool)
+        edge = rasterize([(geom.boundary, 1)], out_shape=shape, transform=transform, all_touched=True,
+                         dtype="uint8").astype(bool)
+        touched = rasterize([(geom, 1)], out_shape=shape, transform=transform, all_touched=True,
+                            dtype="uint8").astype(bool)
     frac = np.where(inside & ~edge, 1.0, 0.0)
     rr, cc = np.nonzero(edge)
     if rr.size:
