@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Forest area by year per region (Global Forest Watch definitions), with IPCC Tier 1 "
                        "removals, emissions from loss and net flux (t CO2e/yr, negative = net sink).")
     s.add_argument("--treecover", required=True, nargs="+", metavar="T.tif",
-                   help="Hansen treecover2000 tile(s) (% canopy), or a land-cover class raster with --landcover")
+                   help="Hansen treecover2000 tile(s) (%% canopy), or a land-cover class raster with --landcover")
     s.add_argument("--lossyear", nargs="+", metavar="L.tif", help="Hansen lossyear tile(s) on the same grid")
     s.add_argument("--emissions", nargs="+", metavar="E.tif", help="GFW gross emissions tile(s), Mg CO2e per pixel")
     s.add_argument("--gain", nargs="+", metavar="G.tif", help="Hansen gain tile(s) (adds gain 2000-2012 sums)")

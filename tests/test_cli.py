@@ -107,3 +107,13 @@ def test_info_on_real_whole_orbit():
     assert proc.returncode == 0
     assert json.loads(proc.stdout)["n_valid"] == 52210
     assert proc.stderr.count("warning") == 2  # no qa_value, no bias-corrected column
+
+
+@pytest.mark.parametrize("command", ["info", "run", "grid", "forest", "make-samples", "readers", "grids"])
+def test_every_command_has_help(command, capsys):
+    from eo_pipeline.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    assert "usage: eo-pipeline " + command in capsys.readouterr().out
