@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, QualityWarning, ReaderError, warn
-from .io.rasters import Mosaic, open_mosaic
+from .io.rasters import Mosaic, grid_mismatch, open_mosaic
 from .units import M2_PER_HA
 
 __all__ = [
@@ -116,12 +116,13 @@ class ForestLayers:
 def _check_same_grid(ref: Mosaic, other: Mosaic, name: str) -> None:
     fix = ("resample it with nearest-neighbour onto the treecover grid first (e.g. gdalwarp -r near with the "
            "treecover's -t_srs, -tr and -tap); eo_pipeline never resamples rasters silently")
-    if other.crs != ref.crs:
+    why = grid_mismatch(ref.crs, ref.transform, other.crs, other.transform)
+    if why == "crs":
         raise ConfigError(f"{other.describe}: {name} is in {other.crs} but treecover is in {ref.crs}; {fix}")
-    if not (math.isclose(other.res[0], ref.res[0], rel_tol=1e-6) and math.isclose(other.res[1], ref.res[1], rel_tol=1e-6)):
+    if why == "resolution":
         raise ConfigError(f"{other.describe}: {name} has {other.res[0]:g} x {other.res[1]:g} pixels but treecover has "
                           f"{ref.res[0]:g} x {ref.res[1]:g}; {fix}")
-    if not other.same_grid(ref):
+    if why == "alignment":
         raise ConfigError(f"{other.describe}: {name} pixels are not aligned with the treecover pixels; {fix}")
 
 

@@ -11,7 +11,7 @@ import pytest
 import xarray as xr
 
 import eo_pipeline as eo
-from eo_pipeline.anomaly import MAD_SCALE, Region, parse_regions, regional_anomaly
+from eo_pipeline.anomaly import MAD_SCALE, parse_regions, regional_anomaly
 from eo_pipeline.errors import EOPipelineError, QualityWarning
 from eo_pipeline.grid import GridSpec
 from eo_pipeline.gridding import grid_soundings

@@ -23,7 +23,23 @@ from rasterio.windows import Window
 
 from ..errors import ConfigError, InputFileNotFoundError, NotNetCDFError
 
-__all__ = ["Mosaic", "open_mosaic"]
+__all__ = ["Mosaic", "grid_mismatch", "open_mosaic"]
+
+
+def grid_mismatch(crs_a: Any, t_a: Affine, crs_b: Any, t_b: Affine) -> str | None:
+    """Why two north-up rasters are not on one pixel grid: ``"crs"``, ``"resolution"``, ``"alignment"``; None if they are.
+
+    Pixel sizes must agree to 1e-9 (relative) and origins must lie a whole number of
+    pixels apart (to 1e-6 pixel).
+    """
+    if crs_a != crs_b:
+        return "crs"
+    if not (math.isclose(t_b.a, t_a.a, rel_tol=1e-9) and math.isclose(t_b.e, t_a.e, rel_tol=1e-9)):
+        return "resolution"
+    for off, res in ((t_b.c - t_a.c, t_a.a), (t_b.f - t_a.f, t_a.e)):
+        if abs(off / res - round(off / res)) > 1e-6:
+            return "alignment"
+    return None
 
 
 @dataclass(frozen=True)
@@ -71,11 +87,11 @@ class Mosaic:
             raise ConfigError(f"no {name} raster given")
         t0 = tiles[0].transform
         for t in tiles[1:]:
-            if not (math.isclose(t.transform.a, t0.a, rel_tol=1e-9) and math.isclose(t.transform.e, t0.e, rel_tol=1e-9)):
+            why = grid_mismatch(crs, t0, crs, t.transform)
+            if why == "resolution":
                 raise ConfigError(f"{t.path}: {name} tiles have different resolutions ({t.transform.a} vs {t0.a})")
-            for off, res in ((t.transform.c - t0.c, t0.a), (t.transform.f - t0.f, t0.e)):
-                if abs(off / res - round(off / res)) > 1e-6:
-                    raise ConfigError(f"{t.path}: {name} tiles are not aligned on one pixel grid")
+            if why == "alignment":
+                raise ConfigError(f"{t.path}: {name} tiles are not aligned on one pixel grid")
         self.crs = crs
         self.tiles = tiles
         west = min(t.transform.c for t in tiles)
@@ -100,14 +116,7 @@ class Mosaic:
 
     def same_grid(self, other: Mosaic) -> bool:
         """True if ``other`` has this mosaic's CRS, pixel size and alignment."""
-        if other.crs != self.crs:
-            return False
-        if not (math.isclose(other.transform.a, self.transform.a, rel_tol=1e-9)
-                and math.isclose(other.transform.e, self.transform.e, rel_tol=1e-9)):
-            return False
-        dx = (other.transform.c - self.transform.c) / self.transform.a
-        dy = (other.transform.f - self.transform.f) / self.transform.e
-        return abs(dx - round(dx)) < 1e-6 and abs(dy - round(dy)) < 1e-6
+        return grid_mismatch(self.crs, self.transform, other.crs, other.transform) is None
 
     def offset_in(self, other: Mosaic) -> tuple[int, int]:
         """(row, col) of this mosaic's origin in ``other``'s pixel grid."""
@@ -120,10 +129,6 @@ class Mosaic:
         """The first tile's path, and how many more there are (for messages)."""
         more = f" (+{len(self.tiles) - 1} more tiles)" if len(self.tiles) > 1 else ""
         return self.tiles[0].path + more
-
-    def read(self, row0: int, row1: int, col0: int, col1: int, fill: Any = 0) -> np.ndarray:
-        """Pixels [row0:row1, col0:col1] of the mosaic; where no tile covers them, ``fill``."""
-        return self.read_masked(row0, row1, col0, col1, fill)[0]
 
     def read_masked(self, row0: int, row1: int, col0: int, col1: int,
                     fill: Any = 0) -> tuple[np.ndarray, np.ndarray]:
