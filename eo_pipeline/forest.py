@@ -199,7 +199,6 @@ class _Job:
     cell_area: str
     emissions_weighting: str
     grid: Any = None  # GridSpec for per-cell sums, or None for one zone
-    region: str = ""
 
 
 @dataclass
@@ -738,7 +737,7 @@ def compute_forest(
                 warn(msg, QualityWarning)
                 notes.append(msg)
                 note = f"{share:.1%} outside the rasters"
-        job = _Job(geom=geom, window=window, region=name, **common)
+        job = _Job(geom=geom, window=window, **common)
         sums = _sums(name, _run_job(job, min_size, strip_pixels), notes)
         sums.note = note
         out.append(sums)
@@ -762,7 +761,7 @@ def compute_forest(
         if window is None:
             raise ConfigError(f"grid {gspec.name or ''}: does not overlap the treecover rasters ({tc.describe})"
                               + (" within the regions" if geoms else ""))
-        job = _Job(geom=geom, window=window, grid=gspec, region="cells", **common)
+        job = _Job(geom=geom, window=window, grid=gspec, **common)
         cells = _sums("cells", _run_job(job, min_size, strip_pixels), notes, nzones=gspec.shape[0] * gspec.shape[1])
     return ForestResult(out, layers, params, gspec, cells, notes)
 

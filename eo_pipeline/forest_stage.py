@@ -27,12 +27,12 @@ from .errors import ConfigError
 from .forest import ForestResult, compute_forest
 from .sinks import (
     NET_CONVENTION,
-    Factor,
     RemovalFactorTable,
     ZoneFactors,
     carbon_maps,
     carbon_table,
     load_removal_factors,
+    user_zone,
 )
 
 __all__ = ["ForestRun", "run_forest", "user_zone"]
@@ -49,24 +49,6 @@ class ForestRun:
     table: pd.DataFrame
     maps: Any = None
     outputs: list[str] = field(default_factory=list)
-
-
-def user_zone(removal_factor: Any, *, carbon_fraction: float = 0.47, root_to_shoot: Any = None,
-              agb_density: Any = None, name: str = "user") -> ZoneFactors:
-    """Factors a user gives directly: ``0.594`` or ``{value, low, high, units, source}``.
-
-    ``units`` is ``t C/ha/yr`` (default) or ``t CO2/ha/yr``.
-    """
-    from .sinks import _removal_factor
-
-    spec = removal_factor if isinstance(removal_factor, dict) else {"value": float(removal_factor)}
-    spec = {"units": "t C/ha/yr", **spec}
-    cf = Factor(carbon_fraction, carbon_fraction, carbon_fraction, "")
-    rf = _removal_factor({"removal_factor": spec}, "removal_factor", cf)
-    r = Factor.of(root_to_shoot, "root_to_shoot") if root_to_shoot is not None else None
-    agb = Factor.of(agb_density, "agb_density") if agb_density is not None else None
-    src = spec.get("source") or "given by the user"
-    return ZoneFactors(f"{name}: {rf.value:g} t C/ha/yr ({src})", rf, r, agb, cf)
 
 
 def _select_zone(table_path: Any, zone: str | None, removal_factor: Any, overrides: Any) -> ZoneFactors | None:

@@ -47,6 +47,7 @@ __all__ = [
     "ZoneFactors",
     "RemovalFactorTable",
     "load_removal_factors",
+    "user_zone",
     "removals_tco2",
     "carbon_table",
     "carbon_maps",
@@ -153,6 +154,22 @@ class RemovalFactorTable:
         cf = Factor.of(spec["carbon_fraction"], f"{where}.carbon_fraction") if spec.get("carbon_fraction") else \
             self.carbon_fraction
         return ZoneFactors(key, _removal_factor(spec, where, cf), r, agb, cf)
+
+
+def user_zone(removal_factor: Any, *, carbon_fraction: float = CARBON_FRACTION, root_to_shoot: Any = None,
+              agb_density: Any = None, name: str = "user") -> ZoneFactors:
+    """Factors a user gives directly: ``0.594`` or ``{value, low, high, units, source}``.
+
+    ``units`` is ``t C/ha/yr`` (default) or ``t CO2/ha/yr``.
+    """
+    spec = removal_factor if isinstance(removal_factor, dict) else {"value": float(removal_factor)}
+    spec = {"units": "t C/ha/yr", **spec}
+    cf = Factor(carbon_fraction, carbon_fraction, carbon_fraction, "")
+    rf = _removal_factor({"removal_factor": spec}, "removal_factor", cf)
+    r = Factor.of(root_to_shoot, "root_to_shoot") if root_to_shoot is not None else None
+    agb = Factor.of(agb_density, "agb_density") if agb_density is not None else None
+    src = spec.get("source") or "given by the user"
+    return ZoneFactors(f"{name}: {rf.value:g} t C/ha/yr ({src})", rf, r, agb, cf)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -276,12 +293,21 @@ def carbon_table(result: Any, years: Any = ..., *, zone: ZoneFactors | Mapping[s
 
 def _emissions(sums: Any, years: list[int], z: ZoneFactors | None,
                result: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, str] | None:
-    """(zones, years) emissions from loss (t CO2e) with low/high, and their source; None without inputs."""
+    """(zones, years) emissions from loss (t CO2e) with low/high, and their source; None without inputs.
+
+    Regions outside the rasters (empty sums) get one row of NaN.
+    """
+    lay = result.layers
+    if not (lay.emissions is not None or (z is not None and result.has_loss and (
+            lay.biomass is not None or z.agb_density is not None))):
+        return None
+    if sums.empty:
+        nan = np.full((1, len(years)), np.nan)
+        return nan, nan, nan, ""
     if sums.emissions_mg is not None:
         e = sums.by_year(years, "emissions_mg")
         return e, e, e, f"GFW gross emissions layer (Mg CO2e/pixel), weighting {result.parameters['emissions_weighting']}"
-    if z is None or not result.has_loss or (sums.biomass_t is None and z.agb_density is None):
-        return None
+    assert z is not None
     r = z.root_to_shoot or Factor(0.0, 0.0, 0.0, "no root_to_shoot: above-ground only")
     if sums.biomass_t is not None:
         lost = sums.by_year(years, "biomass_t")  # t d.m. lost
@@ -300,10 +326,7 @@ def _carbon_block(sums: Any, years: list[int], z: ZoneFactors | None, result: An
     """Carbon columns (arrays over ``years``) for a one-zone (region) sum."""
     nan = np.full(len(years), np.nan)
     block: dict[str, Any] = {}
-    em = None if sums.empty else _emissions(sums, years, z, result)
-    if em is None and sums.empty and (sums.emissions_mg is not None or (z is not None and result.has_loss and (
-            result.layers.biomass is not None or z.agb_density is not None))):
-        em = (nan[None], nan[None], nan[None], "")
+    em = _emissions(sums, years, z, result)
     if em is not None:
         emis, lo, hi = em[0][0], em[1][0], em[2][0]
         block.update(loss_emissions_tco2e=emis, loss_emissions_tco2e_low=lo, loss_emissions_tco2e_high=hi,

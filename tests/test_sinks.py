@@ -189,3 +189,16 @@ def test_cli_forest(tmp_path):
     assert r.returncode == 2 and "missing.tif: no such file" in r.stderr
     r = _cli("forest", "--treecover", str(TC), "--removal-factor", "x", "-o", str(out))
     assert r.returncode == 2 and "VALUE:LOW:HIGH" in r.stderr
+
+
+def test_region_outside_the_rasters_gives_nan_carbon_rows():
+    import geopandas as gpd
+    import shapely
+
+    gdf = gpd.GeoDataFrame({"region": ["far"]}, geometry=[shapely.box(10.0, 10.0, 10.1, 10.1)], crs="EPSG:4326")
+    with pytest.warns(Warning, match="outside the treecover rasters"):
+        res = compute_forest(TC, LY, emissions=EM, regions=gdf)
+    df = carbon_table(res, "2000-2002", zone=user_zone(0.6))
+    for col in ("treecover_ha", "loss_emissions_tco2e", "removals_tco2", "net_tco2e", "net_tco2e_high"):
+        assert df[col].isna().all(), col
+    assert (df["note"] == "outside the rasters").all()
