@@ -361,6 +361,8 @@ def _pass2(job: _Job, r0: int, r1: int, keep: np.ndarray | None, offset: int) ->
         return np.bincount(idx_sel, weights=v, minlength=nz * NCODES).reshape(nz, NCODES)
 
     def by_zone(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
+        if zone is None and s.frac is None:  # one zone, whole pixels: a row's pixels share one area
+            return np.array([float(mask.sum(axis=1) @ s.area[:, 0])])
         m = mask.ravel()
         v = np.broadcast_to(values, mask.shape).ravel()[m]
         z = np.zeros(v.size, dtype=np.int64) if zone is None else zone.ravel()[m]
