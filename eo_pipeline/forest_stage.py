@@ -116,15 +116,17 @@ def run_forest(
                             grid=grid, min_cover=min_cover, min_size_ha=min_size, cell_area=cell_area,
                             emissions_weighting=emissions_weighting, landcover=landcover)
     table = carbon_table(result, years, zone=z)
-    outputs = [_write_csv(table, out)]
-    maps = None
-    if result.grid is not None:
+    maps = cells = None
+    if result.grid is not None:  # everything is computed and checked before the first file is written
         year = int(map_year) if map_year is not None else int(table["year"].max())
         if year not in set(table["year"]):
             raise ConfigError(f"map_year {year} is not among the years of the table ({table['year'].min()}-"
                               f"{table['year'].max()})")
         maps = carbon_maps(result, year, zone=z)
-        outputs.append(_write_csv(result.cell_table(years), out.with_name(f"{out.stem}_cells.csv")))
+        cells = result.cell_table(years)
+    outputs = [_write_csv(table, out)]
+    if maps is not None:
+        outputs.append(_write_csv(cells, out.with_name(f"{out.stem}_cells.csv")))
         outputs += _write_maps(maps, out.parent, out.stem, year, formats, regions_gdf)
     return ForestRun(result, table, maps, outputs)
 

@@ -15,6 +15,7 @@ import yaml
 from eo_pipeline.errors import ConfigError
 from eo_pipeline.forest import compute_forest
 from eo_pipeline.forest_stage import run_forest, user_zone
+from eo_pipeline.grid import GridSpec
 from eo_pipeline.sinks import (
     C_TO_CO2,
     DEFAULT_TABLE,
@@ -202,3 +203,18 @@ def test_region_outside_the_rasters_gives_nan_carbon_rows():
     for col in ("treecover_ha", "loss_emissions_tco2e", "removals_tco2", "net_tco2e", "net_tco2e_high"):
         assert df[col].isna().all(), col
     assert (df["note"] == "outside the rasters").all()
+
+
+def test_bad_forest_options_write_nothing(tmp_path):
+    """A map year outside the table, a grid off the rasters, a class raster of unknown year: errors, no files."""
+    with pytest.raises(ConfigError, match="map_year 1999 is not among the years"):
+        run_forest(TC, LY, out=tmp_path / "f.csv", grid="yuyang_forest_0p0025", years="2000-2005", map_year=1999)
+    with pytest.raises(ConfigError, match="does not overlap the treecover rasters"):
+        run_forest(TC, LY, out=tmp_path / "f.csv", grid=GridSpec.from_bbox([0.0, 0.0, 1.0, 1.0], 0.1))
+    classes = tmp_path / "in" / "landcover_classes.tif"  # no year in the name
+    classes.parent.mkdir()
+    classes.write_bytes(TC.read_bytes())
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match="which year this land-cover raster shows"):
+        run_forest(classes, out=out / "f.csv", landcover="worldcover")
+    assert [p.name for p in tmp_path.iterdir()] == ["in"] and not out.exists()
