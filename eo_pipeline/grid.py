@@ -5,7 +5,8 @@ A :class:`GridSpec` is built once, normalises its CRS at construction, is
 hashable, has a deterministic dask token, and never changes: every operation
 returns a new value (the odc-geo GeoBox pattern). Grids are north-up (no rotation).
 
-Named grids come from ``configs/grids.yaml`` (see :func:`named_grid`).
+Named grids ship inside the package (``eo_pipeline/data/grids.yaml``); users add their own
+in their configuration folder, through ``$EO_PIPELINE_GRIDS`` or in a job (see :func:`named_grid`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from pyproj.exceptions import CRSError
 
 from .errors import ConfigError, GridError
 
-__all__ = ["GridSpec", "named_grid", "grid_names", "load_grids", "ellipsoidal_band_area"]
+__all__ = ["GridSpec", "named_grid", "grid_names", "grid_sources", "user_grids_file", "load_grids",
+           "ellipsoidal_band_area"]
 
 
 @cache
@@ -328,19 +330,54 @@ def ellipsoidal_band_area(lat_south: np.ndarray, lat_north: np.ndarray, a: float
 
 # ------------------------------------------------------------------ named grids
 
-_PROJECT_GRIDS = Path(__file__).resolve().parents[1] / "configs" / "grids.yaml"
+#: Environment variable listing extra grids files (``os.pathsep``-separated).
+GRIDS_ENV = "EO_PIPELINE_GRIDS"
 
 
-def _grid_files() -> list[Path]:
-    files = [_PROJECT_GRIDS, Path.cwd() / "configs" / "grids.yaml"]
-    env = os.environ.get("EO_PIPELINE_GRIDS")
-    if env:
-        files += [Path(p) for p in env.split(os.pathsep) if p]
-    seen: list[Path] = []
-    for f in files:
-        if f.is_file() and f.resolve() not in seen:
-            seen.append(f.resolve())
-    return seen
+def user_grids_file() -> Path:
+    """The user's own grids file: ``<user config folder>/eo_pipeline/grids.yaml``.
+
+    On Linux that is ``$XDG_CONFIG_HOME/eo_pipeline/grids.yaml`` (default
+    ``~/.config/eo_pipeline/grids.yaml``); platformdirs gives the usual place on
+    macOS and Windows. The file need not exist.
+    """
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("eo_pipeline", appauthor=False)) / "grids.yaml"
+
+
+def grid_sources() -> list[str]:
+    """Where named grids come from, lowest precedence first (for messages and ``eo-pipeline grids``).
+
+    The built-in grids shipped inside the package, then the user's grids file
+    (:func:`user_grids_file`, if it exists), then each file of ``$EO_PIPELINE_GRIDS``.
+    A later source replaces a grid of the same name. A job config's ``grids:``
+    section comes on top of all of these. The working directory is never searched.
+    """
+    out = ["built-in"]
+    user = user_grids_file()
+    if user.is_file():
+        out.append(str(user))
+    return out + [str(p) for p in _env_grid_files()]
+
+
+def _env_grid_files() -> list[Path]:
+    env = os.environ.get(GRIDS_ENV, "")
+    files = [Path(p).expanduser() for p in env.split(os.pathsep) if p]
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
+        raise ConfigError(f"${GRIDS_ENV} names {', '.join(missing)}, which is not a file; "
+                          f"fix the variable or create the file")
+    return files
+
+
+@cache
+def _builtin_grids() -> dict[str, GridSpec]:
+    """The named grids shipped in ``eo_pipeline/data/grids.yaml`` (read with importlib.resources)."""
+    from importlib.resources import files
+
+    text = files("eo_pipeline").joinpath("data", "grids.yaml").read_text(encoding="utf-8")
+    return _parse_grids(text, "eo_pipeline/data/grids.yaml (built-in)")
 
 
 def grid_from_mapping(name: str, spec: Any, where: str) -> GridSpec:
@@ -370,35 +407,45 @@ def load_grids(path: str | Path) -> dict[str, GridSpec]:
 def _load_grids_cached(path: str, mtime_ns: int, size: int) -> dict[str, GridSpec]:
     p = Path(path)
     try:
-        doc = yaml.safe_load(p.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read grids file ({exc})") from exc
+    return _parse_grids(text, str(p))
+
+
+def _parse_grids(text: str, where: str) -> dict[str, GridSpec]:
+    try:
+        doc = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from exc
     grids = doc.get("grids", doc) if isinstance(doc, dict) else None
     if not isinstance(grids, dict):
-        raise ConfigError(f"{p}: expected a mapping 'grids: {{name: {{crs, bbox, resolution}}}}'")
-    return {str(k): grid_from_mapping(str(k), v, f"{p}: grids.{k}") for k, v in grids.items()}
+        raise ConfigError(f"{where}: expected a mapping 'grids: {{name: {{crs, bbox, resolution}}}}'")
+    return {str(k): grid_from_mapping(str(k), v, f"{where}: grids.{k}") for k, v in grids.items()}
 
 
 def _all_named() -> dict[str, GridSpec]:
-    out: dict[str, GridSpec] = {}
-    for f in _grid_files():
+    out = dict(_builtin_grids())
+    user = user_grids_file()
+    for f in ([user] if user.is_file() else []) + _env_grid_files():
         out.update(load_grids(f))
     return out
 
 
 def grid_names() -> list[str]:
-    """Names of the grids defined in ``configs/grids.yaml`` (and ``$EO_PIPELINE_GRIDS`` files)."""
+    """Names of the built-in grids and of those in the user's files (see :func:`grid_sources`)."""
     return sorted(_all_named())
 
 
 def named_grid(name: str, extra: dict[str, GridSpec] | None = None) -> GridSpec:
-    """Look up a named grid (user-supplied ``extra`` grids first, then the grids files)."""
+    """Look up a named grid: ``extra`` (a job's ``grids:``) first, then :func:`grid_sources`."""
     if extra and name in extra:
         return extra[name]
     grids = _all_named()
     if name not in grids:
         raise GridError(
             f"unknown grid {name!r}; known grids: {', '.join(sorted(grids)) or 'none'} "
-            "(define it in configs/grids.yaml, in $EO_PIPELINE_GRIDS, or in the job config's 'grids')"
+            f"(add it to {user_grids_file()}, to a file listed in ${GRIDS_ENV}, or to the job config's "
+            "'grids:'; see configs/user_grids.yaml)"
         )
     return grids[name]

@@ -5,7 +5,7 @@ Formulas (units in brackets; C_TO_CO2 = 44/12):
 
 * gross removals [t CO2/yr] = tree-cover area [ha] x removal factor [t C/ha/yr,
   above- plus below-ground] x 44/12. A removal factor comes from a table
-  (``configs/removal_factors_ipcc2019.yaml``: IPCC 2019 Refinement Vol. 4 Ch. 4 Tier 1
+  (``eo_pipeline/data/removal_factors_ipcc2019.yaml``, shipped in the package: IPCC 2019 Refinement Vol. 4 Ch. 4 Tier 1
   defaults, each with its table and row) keyed by
   ``climate_domain/ecological_zone/continent/age_class``; a zone may instead give
   ``agb_growth`` [t d.m./ha/yr] and ``root_to_shoot`` R, and then
@@ -28,6 +28,8 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +59,8 @@ __all__ = [
 C_TO_CO2 = 44.0 / 12.0
 CARBON_FRACTION = 0.47
 NET_CONVENTION = "net = emissions - removals; negative = net sink, positive = net source (t CO2e/yr)"
-DEFAULT_TABLE = Path(__file__).resolve().parents[1] / "configs" / "removal_factors_ipcc2019.yaml"
+#: The bundled IPCC 2019 Tier 1 table, shipped inside the package (an importlib.resources Traversable).
+DEFAULT_TABLE = resources.files("eo_pipeline").joinpath("data", "removal_factors_ipcc2019.yaml")
 
 
 @dataclass(frozen=True)
@@ -172,7 +175,7 @@ def user_zone(removal_factor: Any, *, carbon_fraction: float = CARBON_FRACTION, 
     return ZoneFactors(f"{name}: {rf.value:g} t C/ha/yr ({src})", rf, r, agb, cf)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path | Traversable) -> dict[str, Any]:
     if not path.is_file():
         raise InputFileNotFoundError(path)
     try:
@@ -198,16 +201,16 @@ def load_removal_factors(path: str | os.PathLike[str] | None = None, *, override
         ``{zone_key: {field: value}}`` merged field by field over the table, e.g.
         ``{"x/y/z/natural_gt20y": {"removal_factor": {"value": 0.6, "units": "t C/ha/yr"}}}``.
     defaults : bool
-        Start from ``configs/removal_factors_ipcc2019.yaml`` (default True).
+        Start from the bundled ``eo_pipeline/data/removal_factors_ipcc2019.yaml`` (default True).
     """
     zones: dict[str, Any] = {}
     cf: Any = None
     sources: list[str] = []
-    if defaults and DEFAULT_TABLE.is_file():
+    if defaults:
         doc = _read_yaml(DEFAULT_TABLE)
         zones.update(doc.get("zones") or {})
         cf = doc.get("carbon_fraction")
-        sources.append(str(DEFAULT_TABLE))
+        sources.append("eo_pipeline/data/removal_factors_ipcc2019.yaml (IPCC 2019, bundled)")
     if path is not None:
         doc = _read_yaml(Path(path))
         zones.update(doc.get("zones") or {})
@@ -219,7 +222,7 @@ def load_removal_factors(path: str | os.PathLike[str] | None = None, *, override
         zones[key] = {**(zones.get(key) or {}), **fields}
         sources.append("overrides")
     if not zones:
-        raise ConfigError("no removal-factor table: the default table was not found; give --removal-factors TABLE.yaml")
+        raise ConfigError("the removal-factor table is empty; give --removal-factors TABLE.yaml with 'zones:'")
     return RemovalFactorTable(zones, cf, tuple(sources))
 
 
