@@ -13,7 +13,8 @@ import json
 import logging
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from ._version import __version__
@@ -158,6 +159,17 @@ def _cmd_make_samples(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    result = run_demo(args.output, scheduler=args.scheduler)
+    for out in result.outputs:
+        print(out)
+    print(f"demo done in {result.seconds:.1f} s ({len(result.inputs)} inputs); the job is "
+          f"{args.output}/configs/demo.yaml, the outputs are in {args.output}/outputs/demo", file=sys.stderr)
+    return 0
+
+
 def _cmd_readers(args: argparse.Namespace) -> int:
     import inspect
 
@@ -171,10 +183,12 @@ def _cmd_readers(args: argparse.Namespace) -> int:
 
 
 def _cmd_grids(args: argparse.Namespace) -> int:
-    from .grid import grid_names, named_grid
+    from .grid import grid_names, grid_sources, named_grid, user_grids_file
 
     for name in grid_names():
         print(repr(named_grid(name)))
+    print(f"from: {', '.join(grid_sources())}; add your own in {user_grids_file()} or $EO_PIPELINE_GRIDS",
+          file=sys.stderr)
     return 0
 
 
@@ -237,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--emissions-weighting", choices=["fraction", "none"], default="fraction",
                    help="weight boundary pixels' emissions by covered fraction (default) or take them whole")
     s.add_argument("--removal-factors", metavar="TABLE.yaml",
-                   help="your removal-factor table, merged over configs/removal_factors_ipcc2019.yaml")
+                   help="your removal-factor table, merged over the bundled IPCC 2019 table "
+                   "(example: configs/removal_factors_user.yaml)")
     s.add_argument("--zone", metavar="KEY", help="table zone: climate_domain/ecological_zone/continent/age_class")
     s.add_argument("--removal-factor", metavar="VALUE[:LOW:HIGH]",
                    help="your own removal factor (t C/ha/yr, above + below ground) instead of a table zone")
@@ -252,6 +267,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-quicklook", action="store_true", help="no PNG quicklooks with the maps")
     s.add_argument("-o", "--output", required=True, metavar="OUT.csv", help="the table; maps go next to it")
     s.set_defaults(func=_cmd_forest)
+
+    s = sub.add_parser("demo", help="write the sample scenes and run the bundled demo job in a folder",
+                       description="Write the synthetic sample scenes to DIR/sample_scenes, the bundled demo job to "
+                       "DIR/configs/demo.yaml, and run it: maps, tables and quicklooks in DIR/outputs/demo.")
+    s.add_argument("-o", "--output", default="eo_pipeline_demo", metavar="DIR",
+                   help="folder to write into (default: ./eo_pipeline_demo)")
+    s.add_argument("--scheduler", default=None, choices=["threads", "processes", "synchronous"],
+                   help="dask scheduler (default: threads)")
+    s.set_defaults(func=_cmd_demo)
 
     s = sub.add_parser("make-samples", help="(re)write the synthetic sample scenes")
     s.add_argument("--out", default="sample_scenes")
@@ -268,14 +292,41 @@ def _one_line_warning(message: Any, category: type[Warning], *args: Any, **kwarg
     print(f"eo-pipeline: warning: {message}", file=sys.stderr)
 
 
+@contextmanager
+def _cli_reporting(debug: bool) -> Iterator[None]:
+    """One-line warnings and the package's log handler for the length of a command, restored after.
+
+    ``main`` may be called in-process (tests, notebooks): the caller's warning display,
+    filters and logging configuration are left as they were.
+    """
+    logger = logging.getLogger("eo_pipeline")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    old_level, old_propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+    logger.propagate = False
+    try:
+        with warnings.catch_warnings():  # restores showwarning and the filters on exit
+            if not debug:
+                warnings.showwarning = _one_line_warning
+            yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        logger.propagate = old_propagate
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``eo-pipeline`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    if not args.debug:
-        warnings.showwarning = _one_line_warning
+    with _cli_reporting(args.debug):
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the command; bad input ends in one line and exit 2, anything else in one line and exit 3."""
     try:
         return int(args.func(args) or 0)
     except EOPipelineError as exc:
