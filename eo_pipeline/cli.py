@@ -57,7 +57,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     result = run(cfg, scheduler=args.scheduler)
     for out in result.outputs:
         print(out)
-    print(f"done in {result.seconds:.1f} s ({len(result.inputs)} inputs)", file=sys.stderr)
+    skipped = f", {len(result.skipped)} skipped (listed in job_summary.json)" if result.skipped else ""
+    print(f"done in {result.seconds:.1f} s ({len(result.inputs)} inputs{skipped})", file=sys.stderr)
     return 0
 
 

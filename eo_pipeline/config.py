@@ -133,7 +133,14 @@ class ForestConfig(_Model):
     removal_factor: float | dict[str, Any] | None = Field(
         None, description="your own factor: t C/ha/yr, or {value, low, high, units, source}")
     overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    stem: str = "forest"
+    stem: str = Field("forest", description="file-name stem of the forest outputs (a plain name)")
+
+    @field_validator("stem")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if not v or v in (".", "..") or "/" in v or "\\" in v or "\0" in v or Path(v).is_absolute():
+            raise ValueError("must be a plain file name (no '/', '..' or absolute path): outputs stay in output.dir")
+        return v
 
 
 class OutputConfig(_Model):
@@ -149,6 +156,8 @@ class JobConfig(_Model):
     name: str = "job"
     inputs: tuple[str, ...] = Field(min_length=1, description="files or glob patterns")
     qa_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    on_error: Literal["fail", "skip"] = Field(
+        "fail", description="an unreadable input stops the job (fail) or is skipped and listed in job_summary.json")
     reader_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     grids: dict[str, GridConfig] = Field(default_factory=dict)
     gridding: GriddingConfig

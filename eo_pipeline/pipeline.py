@@ -23,7 +23,7 @@ import xarray as xr
 
 from ._version import __version__
 from .config import JobConfig, config_hash
-from .errors import ConfigError
+from .errors import ConfigError, EOPipelineError, OutputError, warn
 from .anomaly import regional_anomaly
 from .composite import composite
 from .gridding import grid_soundings
@@ -49,6 +49,7 @@ class JobResult:
     inputs: list[str] = field(default_factory=list)
     seconds: float = 0.0
     config_hash: str = ""
+    skipped: list[SkippedInput] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for the job summary JSON)."""
@@ -68,19 +69,39 @@ def expand_inputs(cfg: JobConfig) -> list[Path]:
     return list(dict.fromkeys(files))
 
 
-def open_inputs(cfg: JobConfig, files: list[Path]) -> list[xr.Dataset]:
-    """Open every input with its reader's options from ``reader_options`` (lazy)."""
+@dataclass(frozen=True)
+class SkippedInput:
+    """An input left out of a job (``on_error: skip``), with the one-line reason."""
+
+    file: str
+    reason: str
+
+
+def open_inputs(cfg: JobConfig, files: list[Path]) -> tuple[list[xr.Dataset], list[SkippedInput]]:
+    """Open every input with its reader's options from ``reader_options`` (lazy).
+
+    With ``on_error: fail`` (default) the first unreadable input raises its
+    :class:`~eo_pipeline.errors.EOPipelineError`; with ``on_error: skip`` each one is
+    left out, logged as a warning and returned with its reason.
+    """
     readers = list_readers()
     unknown = sorted(set(cfg.reader_options) - set(readers))
     if unknown:
         raise ConfigError(f"reader_options names unknown reader(s) {unknown}; readers: {', '.join(readers)}")
-    datasets = []
+    datasets: list[xr.Dataset] = []
+    skipped: list[SkippedInput] = []
     for f in files:
-        with NCFile(f) as nc:
-            name = detect_reader(nc, readers).name
-        datasets.append(open_product(f, qa_threshold=cfg.qa_threshold, reader=name,
-                                     **cfg.reader_options.get(name, {})))
-    return datasets
+        try:
+            with NCFile(f) as nc:
+                name = detect_reader(nc, readers).name
+            datasets.append(open_product(f, qa_threshold=cfg.qa_threshold, reader=name,
+                                         **cfg.reader_options.get(name, {})))
+        except EOPipelineError as exc:
+            if cfg.on_error == "fail":
+                raise
+            skipped.append(SkippedInput(str(f), str(exc)))
+            warn(f"skipped: {exc}")
+    return datasets, skipped
 
 
 def level3(cfg: JobConfig, products: list[xr.Dataset], grid: Any) -> xr.Dataset:
@@ -229,8 +250,53 @@ def forest_outputs(cfg: JobConfig, out_dir: Path) -> list[str]:
     return run.outputs
 
 
+def _confined(out_dir: Path, path: str | Path) -> None:
+    """Refuse an output that would land outside ``out_dir`` (a name with ``..``, ``/`` or an absolute path)."""
+    target = Path(path)
+    if target.resolve().parent != out_dir.resolve():
+        name = os.path.relpath(target, out_dir)
+        raise ConfigError(f"output {name!r} would be written outside the output folder {out_dir}; "
+                          "use plain names (no '/', '..' or absolute paths) for grids and forest.stem")
+
+
+def _check_output_dir(out_dir: Path) -> None:
+    """Create ``out_dir`` and prove it writable before any work, with a one-line error if not."""
+    probe = out_dir / f".write-test-{os.getpid()}.eo-tmp"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"{out_dir}: cannot write in the output folder ({exc.strerror or exc}); "
+                          "choose another output.dir (or --output) or fix its permissions") from exc
+
+
+def remove_temporaries(out_dir: Path) -> list[Path]:
+    """Delete the writers' temporary files (``.*.eo-tmp*``) in ``out_dir``: left by a killed or failed run."""
+    removed = []
+    for p in out_dir.glob(".*.eo-tmp*"):
+        try:
+            p.unlink()
+            removed.append(p)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _write_summary(out_dir: Path, result: JobResult, extra: dict[str, Any]) -> str:
+    summary = out_dir / "job_summary.json"
+    tmp = out_dir / ".job_summary.json.eo-tmp"
+    tmp.write_text(json.dumps({**result.to_dict(), **extra}, indent=1) + "\n")
+    os.replace(tmp, summary)
+    return str(summary)
+
+
 def run(cfg: JobConfig, *, scheduler: str | None = None) -> JobResult:
-    """Run a job: read, grid each species, write COG/quicklook outputs; compute once.
+    """Run a job: read, grid each species, write the outputs; compute once.
+
+    Every output is written under a temporary name and renamed into place when complete,
+    so an interrupted or failed run never leaves a partial file under a final name; the
+    temporaries of a failed run are removed, those of a killed run at the next run.
 
     Parameters
     ----------
@@ -241,40 +307,51 @@ def run(cfg: JobConfig, *, scheduler: str | None = None) -> JobResult:
         ``synchronous``); default: the active dask configuration or client.
     """
     t0 = time.perf_counter()
-    files = expand_inputs(cfg)
-    datasets = open_inputs(cfg, files)
-    grid = cfg.grid_spec()
     out_dir = cfg.resolve(cfg.output.dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    files = expand_inputs(cfg)
+    datasets, skipped = open_inputs(cfg, files)
+    if not datasets:  # only with on_error: skip, and every input skipped
+        raise ConfigError(f"none of the {len(files)} inputs could be read; the first: {skipped[0].reason}")
+    grid = cfg.grid_spec()
     chash = config_hash(cfg)
     by_species: dict[str, list[xr.Dataset]] = {}
     for ds in datasets:
         by_species.setdefault(species_of(ds).name, []).append(ds)
+    stem_grid = grid.name or "grid"
+    stems = {name: f"{name}_{cfg.gridding.method}_{stem_grid}" for name in sorted(by_species)}
+    for o in [*stems.values(), *([cfg.forest.stem] if cfg.forest is not None else [])]:
+        _confined(out_dir, out_dir / f"{o}.tif")
+    _check_output_dir(out_dir)
+    stale = remove_temporaries(out_dir)
+    if stale:
+        log.info("removed %d temporary files of an interrupted run in %s", len(stale), out_dir)
     tasks: list[Any] = []
     outputs: list[str] = []
-    stem_grid = grid.name or "grid"
     regions = load_regions(cfg.resolve(cfg.regions.file), name_field=cfg.regions.name_field) if cfg.regions else None
-    for name, group in sorted(by_species.items()):
-        l3 = level3(cfg, group, grid)
+    for name, stem in stems.items():
+        l3 = level3(cfg, by_species[name], grid)
         l3.attrs["config_hash"] = chash
         l3.attrs["job"] = cfg.name
-        stem = f"{name}_{cfg.gridding.method}_{stem_grid}"
         new_tasks, new_outputs = write_level3(l3, out_dir, stem, cfg.output.formats)
         tasks += new_tasks
         outputs += new_outputs
         new_tasks, new_outputs = analysis_stages(cfg, l3, name, stem, out_dir, regions)
         tasks += new_tasks
         outputs += new_outputs
-    if cfg.forest is not None:
-        outputs += forest_outputs(cfg, out_dir)
-    log.info("computing %d outputs from %d inputs", len(tasks), len(files))
-    kwargs = {"scheduler": scheduler} if scheduler else {}
-    dask.compute(*tasks, **kwargs)
-    result = JobResult(outputs=outputs, inputs=[str(f) for f in files], seconds=time.perf_counter() - t0,
-                       config_hash=chash)
-    summary = out_dir / "job_summary.json"
-    tmp = summary.with_name(".job_summary.json.tmp")
-    tmp.write_text(json.dumps(result.to_dict(), indent=1) + "\n")
-    os.replace(tmp, summary)
-    result.outputs.append(str(summary))
+    for o in outputs:
+        _confined(out_dir, o)
+    try:
+        if cfg.forest is not None:
+            outputs += forest_outputs(cfg, out_dir)
+        log.info("computing %d outputs from %d inputs", len(tasks), len(files))
+        kwargs = {"scheduler": scheduler} if scheduler else {}
+        dask.compute(*tasks, **kwargs)
+    except BaseException:
+        remove_temporaries(out_dir)
+        raise
+    used = [str(f) for f in files if str(f) not in {s.file for s in skipped}]
+    result = JobResult(outputs=outputs, inputs=used, seconds=time.perf_counter() - t0, config_hash=chash)
+    result.outputs.append(_write_summary(out_dir, result, {
+        "on_error": cfg.on_error, "skipped": [{"file": s.file, "reason": s.reason} for s in skipped]}))
+    result.skipped = skipped
     return result
