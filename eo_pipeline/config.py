@@ -11,7 +11,7 @@ Example (``configs/demo.yaml``)::
     inputs: ["../sample_scenes/*.nc", "../sample_scenes/*.nc4"]
     qa_threshold: null          # each product's documented default
     gridding:
-      grid: north_china_0p1     # a name from configs/grids.yaml, or {crs, bbox, resolution}
+      grid: north_china_0p1     # a named grid (eo-pipeline grids), or {crs, bbox, resolution}
       method: point
     output:
       dir: ../outputs/demo
@@ -59,7 +59,7 @@ class GridConfig(_Model):
 class GriddingConfig(_Model):
     """The gridding stage."""
 
-    grid: str | GridConfig = Field(description="grid name (configs/grids.yaml or `grids:`) or an inline grid")
+    grid: str | GridConfig = Field(description="a named grid (built-in, user grids files or `grids:`) or an inline grid")
     method: Literal["point", "area"] = "area"
     weighting: Literal["inverse_variance"] | None = None
     composite: Literal["day", "month"] | None = None
