@@ -16,17 +16,25 @@ from pathlib import Path
 __all__ = [
     "EOPipelineError",
     "InputFileNotFoundError",
+    "UnreadableFileError",
     "NotNetCDFError",
+    "EmptyFileError",
     "CorruptFileError",
+    "TruncatedFileError",
+    "FileChangedError",
     "UnknownProductError",
     "ReaderError",
     "MissingVariableError",
+    "ProductLayoutError",
+    "VariableLayoutError",
     "ReaderOptionError",
     "ConfigError",
     "GridError",
     "OutputError",
     "EOPipelineWarning",
     "QualityWarning",
+    "CoordinateWarning",
+    "DuplicateProductWarning",
     "warn",
 ]
 
@@ -46,15 +54,39 @@ class InputFileNotFoundError(EOPipelineError, FileNotFoundError):
         return self.args[0]
 
 
-class NotNetCDFError(EOPipelineError, ValueError):
-    """A file is neither NetCDF-4 nor HDF5."""
-
-
-class CorruptFileError(EOPipelineError, OSError):
-    """A file has a NetCDF/HDF5 signature but cannot be read (truncated or damaged)."""
+class UnreadableFileError(EOPipelineError, PermissionError):
+    """An input exists but this process may not read it (permissions)."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else super().__str__()
+
+
+class NotNetCDFError(EOPipelineError, ValueError):
+    """A file is neither NetCDF-4 nor HDF5 (or is a directory)."""
+
+
+class EmptyFileError(NotNetCDFError):
+    """An input file holds no bytes at all (an interrupted download or copy)."""
+
+
+class CorruptFileError(EOPipelineError, OSError):
+    """A file has a NetCDF/HDF5 signature but the HDF5 library cannot read it (damaged).
+
+    Raised for every failure of the HDF5/netCDF libraries on a file's metadata
+    (superblock, object headers, attributes, links) or data chunks, so that a damaged
+    file always ends in one line naming it.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else super().__str__()
+
+
+class TruncatedFileError(CorruptFileError):
+    """A file is shorter than the end-of-file address its HDF5 superblock records."""
+
+
+class FileChangedError(CorruptFileError):
+    """A file changed on disk (size or modification time) after it was opened."""
 
 
 class UnknownProductError(EOPipelineError, ValueError):
@@ -67,6 +99,14 @@ class ReaderError(EOPipelineError, ValueError):
 
 class MissingVariableError(ReaderError):
     """A known product lacks a variable that its reader requires."""
+
+
+class ProductLayoutError(ReaderError):
+    """A recognised product's structure differs from the documented one (not a library failure)."""
+
+
+class VariableLayoutError(ProductLayoutError):
+    """A required variable exists but has the wrong data type, shape or units of time."""
 
 
 class ReaderOptionError(EOPipelineError, TypeError):
@@ -94,6 +134,14 @@ class EOPipelineWarning(UserWarning):
 
 class QualityWarning(EOPipelineWarning):
     """A product cannot apply its quality rule as asked, or nothing passes it."""
+
+
+class CoordinateWarning(QualityWarning):
+    """Soundings with impossible coordinates (non-finite, latitude beyond +-90) were masked."""
+
+
+class DuplicateProductWarning(EOPipelineWarning):
+    """The same product was given twice (under two names); the second copy is ignored."""
 
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Sounding footprints: read them, derive them from pixel centres, or model them as circles,
-and turn them into polygons in a target grid's cell-index space.
+"""Sounding footprints: read, derived from pixel centres, or modelled as circles; as grid polygons.
+
+Footprints are turned into polygons in a target grid's cell-index space.
 
 Corner derivation for swaths (S5P order kept)
 ---------------------------------------------
@@ -19,19 +20,24 @@ polygon reaching past the grid's east or west edge, so pixels that cross the
 antimeridian land on both sides instead of smearing across the map. A pixel that
 encloses a pole becomes the region between its boundary and the pole (a "cap" in
 lon/lat space). Footprints that cannot be projected, or whose projected shape is torn
-apart by the projection's seam, are dropped and counted.
+apart by the projection's seam, are dropped and counted; so are footprints whose
+corners are not finite or lie beyond +-90 degrees of latitude (damaged or masked
+corners) and degenerate footprints of zero area (all corners equal, or on one line),
+which would otherwise add nothing and vanish without a trace. Corner order does not
+matter: clockwise and counter-clockwise footprints give the same polygons' areas.
 """
 
 from __future__ import annotations
 
 import math
+
 import dask.array as da
 import numpy as np
 import xarray as xr
-
 from numba import njit
 from pyproj import Geod
 
+from ._area_kernel import polygon_area
 from .grid import GridSpec
 from .schema import CORNER_DIM, SWATH_DIMS
 
@@ -42,6 +48,7 @@ __all__ = [
     "with_derived_corners",
     "circle_footprints",
     "polygons_in_grid",
+    "drop_degenerate",
     "FOV_DIAMETER_KM",
 ]
 
@@ -51,6 +58,8 @@ EARTH_RADIUS_KM = 6371.0088
 _GEOD = Geod(ellps="WGS84")
 #: Polygons whose projected edges are this many times longer than on the sphere are torn by a seam.
 SEAM_STRETCH = 20.0
+#: A polygon whose area is at most this fraction of its squared extent is degenerate (zero area).
+DEGENERATE_AREA = 1e-9
 
 
 # ----------------------------------------------------------------------- corner derivation
@@ -331,6 +340,28 @@ def _projected_polygons(
     return x[ok], y[ok], nv, idx[ok], int((~ok).sum())
 
 
+def drop_degenerate(
+    px: np.ndarray, py: np.ndarray, nv: np.ndarray, src: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Kernel: remove polygons of zero area; count the footprints left with no polygon.
+
+    A polygon is degenerate when its planar area is at most :data:`DEGENERATE_AREA`
+    times the square of its extent (all vertices equal, or all on one line), whatever
+    its orientation. Returns the kept polygons and the number of distinct footprints
+    (``src``) that lost all their polygons.
+    """
+    if src.size == 0:
+        return px, py, nv, src, 0
+    area = polygon_area(np.ascontiguousarray(px, np.float64), np.ascontiguousarray(py, np.float64),
+                        np.ascontiguousarray(nv, np.int64))
+    extent = np.maximum(np.ptp(px, axis=1), np.ptp(py, axis=1))
+    ok = np.isfinite(area) & (area > DEGENERATE_AREA * extent * extent)
+    if ok.all():
+        return px, py, nv, src, 0
+    lost = np.setdiff1d(src[~ok], src[ok]).size
+    return px[ok], py[ok], nv[ok], src[ok], int(lost)
+
+
 def polygons_in_grid(
     lon_b: np.ndarray, lat_b: np.ndarray, grid: GridSpec
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
@@ -345,16 +376,23 @@ def polygons_in_grid(
     src : int64 (P,)
         Index of the footprint each polygon comes from.
     n_dropped : int
-        Footprints with finite corners that could not be projected (non-finite after
-        projection, torn apart by the projection's seam, or degenerate near a pole).
+        Footprints that are not on the map: corners not finite or beyond +-90 degrees
+        latitude, zero area (degenerate), not finite after projection, torn apart by the
+        projection's seam, or degenerate near a pole.
     """
     lon_b = np.asarray(lon_b, np.float64)
     lat_b = np.asarray(lat_b, np.float64)
-    keep = np.isfinite(lon_b).all(axis=1) & np.isfinite(lat_b).all(axis=1) & (np.abs(lat_b) <= 90.0).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        keep = (np.isfinite(lon_b).all(axis=1) & np.isfinite(lat_b).all(axis=1)
+                & (np.abs(lat_b) <= 90.0).all(axis=1))
+    bad_corners = int(keep.size - keep.sum())
     lon0 = np.where(keep[:, None], lon_b, 0.0)
     lat0 = np.where(keep[:, None], lat_b, 0.0)
     if grid.is_geographic:
-        return _geographic_polygons(lon0, lat0, keep, grid)
-    x, y, nv, src, dropped = _projected_polygons(lon0, lat0, keep, grid)
-    t = grid.transform
-    return (x - t.c) / t.a, (y - t.f) / t.e, nv, src.astype(np.int64), dropped
+        px, py, nv, src, dropped = _geographic_polygons(lon0, lat0, keep, grid)
+    else:
+        x, y, nv, src, dropped = _projected_polygons(lon0, lat0, keep, grid)
+        t = grid.transform
+        px, py, src = (x - t.c) / t.a, (y - t.f) / t.e, src.astype(np.int64)
+    px, py, nv, src, degenerate = drop_degenerate(px, py, nv, src)
+    return px, py, nv, src, int(dropped) + bad_corners + degenerate

@@ -10,6 +10,22 @@ their own through the ``eo_pipeline.readers`` entry-point group::
 A reader is a subclass of :class:`~eo_pipeline.readers.base.Reader` (or any class
 with the same methods). Detection looks at file *content* only: each reader's
 ``guess_can_open`` is asked in turn, built-ins first.
+
+Damaged inputs
+--------------
+Every failure of the HDF5/netCDF libraries on a file (opening, metadata, reader
+detection, each reader's ``open`` and the lazy reads at compute time) is raised as an
+:class:`~eo_pipeline.errors.EOPipelineError` subclass whose one-line message names
+the file: ``TruncatedFileError``/``CorruptFileError`` (the library failed),
+``MissingVariableError``/``VariableLayoutError``/``ProductLayoutError`` (the file
+reads, but its layout is not the documented one), ``EmptyFileError``,
+``NotNetCDFError``, ``UnreadableFileError``, ``FileChangedError``. Impossible
+coordinates are masked, not fatal: soundings with infinite coordinates or latitudes
+beyond +-90 are not ``valid`` (a :class:`~eo_pipeline.errors.CoordinateWarning` gives
+their number when computed), longitudes in 0..360 are normalised to -180..180.
+:func:`verify_product` reads everything the gridding needs before a job builds its
+graph (to skip damaged files), :func:`drop_duplicates` removes a product given twice,
+and :func:`close_files` closes the file handles kept for lazy reads.
 """
 
 from __future__ import annotations
@@ -23,9 +39,10 @@ from typing import Any
 
 import xarray as xr
 
-from ..errors import EOPipelineError, ReaderOptionError, UnknownProductError
-from ._netcdf import NCFile
+from ..errors import EOPipelineError, ProductLayoutError, ReaderOptionError, UnknownProductError
+from ._netcdf import NCFile, close_files, library_error
 from .base import EOPipelineWarning, QualityWarning, Reader
+from .integrity import drop_duplicates, find_duplicates, product_identity, verify_product
 
 __all__ = [
     "BUILTIN_READERS",
@@ -37,6 +54,11 @@ __all__ = [
     "register_reader",
     "detect_reader",
     "open_product",
+    "close_files",
+    "verify_product",
+    "product_identity",
+    "find_duplicates",
+    "drop_duplicates",
 ]
 
 ENTRY_POINT_GROUP = "eo_pipeline.readers"
@@ -108,6 +130,23 @@ def list_readers() -> dict[str, Reader]:
     return {name: cls() for name, cls in classes.items()}
 
 
+def _unexpected(nc: NCFile, doing: str, exc: Exception) -> EOPipelineError:
+    """Classify an exception that escaped a reader: a library failure or an unexpected layout.
+
+    Built-in readers reach the file only through :class:`NCFile`, which raises
+    :class:`~eo_pipeline.errors.CorruptFileError` itself; what remains is either a
+    plugin touching h5py directly (OSError/RuntimeError: the library failed) or a
+    structure the reader did not expect (anything else).
+    """
+    if isinstance(exc, OSError | RuntimeError):
+        return library_error(nc.path, doing, exc)
+    return ProductLayoutError(
+        f"{nc.path}: {doing} failed because its layout differs from the documented one "
+        f"({type(exc).__name__}: {str(exc)[:160]}); check that the file is an unmodified product, "
+        "and report it with the file name if it is"
+    )
+
+
 def detect_reader(nc: NCFile, readers: dict[str, Reader] | None = None) -> Reader:
     """Return the first reader whose ``guess_can_open`` claims ``nc``.
 
@@ -115,10 +154,20 @@ def detect_reader(nc: NCFile, readers: dict[str, Reader] | None = None) -> Reade
     ------
     UnknownProductError
         Naming the file and every reader that was tried.
+    CorruptFileError
+        The file's metadata cannot be read (damaged file), naming the file.
+    ProductLayoutError
+        A reader's check failed on an unexpected structure.
     """
     readers = list_readers() if readers is None else readers
-    for reader in readers.values():
-        if reader.guess_can_open(nc):
+    for name, reader in readers.items():
+        try:
+            claimed = reader.guess_can_open(nc)
+        except EOPipelineError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure must name the file
+            raise _unexpected(nc, f"reader {name!r} inspecting it", exc) from exc
+        if claimed:
             return reader
     title = nc.attrs.get("title", nc.attrs.get("Title", ""))
     hint = f" (its title is {title!r})" if title else ""
@@ -176,8 +225,16 @@ def open_product(
     Raises
     ------
     EOPipelineError
-        A subclass naming the file and the problem: missing file, not NetCDF/HDF5,
-        truncated file, unknown product, missing required variable, bad option.
+        A subclass naming the file and the problem: missing file
+        (:class:`~eo_pipeline.errors.InputFileNotFoundError`), unreadable file
+        (``UnreadableFileError``), empty file (``EmptyFileError``), directory or not
+        NetCDF/HDF5 (``NotNetCDFError``), truncated or damaged file (``TruncatedFileError``,
+        ``CorruptFileError``), unknown product (``UnknownProductError``), missing required
+        variable (``MissingVariableError``), variable of the wrong type or shape
+        (``VariableLayoutError``), other unexpected structure (``ProductLayoutError``),
+        bad option (``ReaderOptionError``). Damaged data chunks are found only when the
+        data are computed, as ``CorruptFileError`` from the compute (see
+        :func:`verify_product`).
     """
     readers = list_readers()
     with NCFile(path) as nc:
@@ -192,8 +249,5 @@ def open_product(
             return chosen.open(nc, qa_threshold=qa_threshold, **reader_options)
         except EOPipelineError:
             raise
-        except (KeyError, IndexError, OSError) as exc:
-            raise UnknownProductError(
-                f"{nc.path}: looks like {chosen.description} but its layout differs from the "
-                f"documented one ({type(exc).__name__}: {exc}); please report it with the file name"
-            ) from exc
+        except Exception as exc:  # noqa: BLE001 - every failure must name the file
+            raise _unexpected(nc, f"opening it as {chosen.description}", exc) from exc

@@ -28,10 +28,22 @@ import h5py
 import numpy as np
 from dask.base import tokenize
 
-from ..errors import CorruptFileError, InputFileNotFoundError, NotNetCDFError
+from ..errors import (
+    CorruptFileError,
+    EmptyFileError,
+    FileChangedError,
+    InputFileNotFoundError,
+    NotNetCDFError,
+    TruncatedFileError,
+    UnreadableFileError,
+)
 
 __all__ = [
     "NCFile",
+    "HANDLES",
+    "LIBRARY_ERRORS",
+    "close_files",
+    "library_error",
     "VarInfo",
     "sniff_format",
     "lazy_raw",
@@ -58,32 +70,114 @@ def sniff_format(path: str | os.PathLike[str]) -> str:
     ------
     InputFileNotFoundError
         The path does not exist.
+    UnreadableFileError
+        The file exists but this process may not read it.
+    EmptyFileError
+        The file holds 0 bytes.
     NotNetCDFError
-        The path is a directory, an empty file, a NetCDF-3 classic file or
-        something else entirely.
+        The path is a directory, a NetCDF-3 classic file or something else entirely.
     """
     p = Path(path)
-    if not p.exists():
+    try:
+        exists, is_dir = p.exists(), p.is_dir()
+    except PermissionError as exc:  # a folder on the way may not be searched by this user
+        raise UnreadableFileError(
+            f"{p}: permission denied when looking it up (a folder on its path may not be entered by "
+            "this user); give this user access to the folder and the file, or copy the file elsewhere"
+        ) from exc
+    if not exists:
         raise InputFileNotFoundError(p)
-    if p.is_dir():
+    if is_dir:
         raise NotNetCDFError(f"{p}: is a directory, not a NetCDF-4/HDF5 file; pass the product file")
-    size = p.stat().st_size
-    with open(p, "rb") as fh:
-        head = fh.read(8)
-        if head[:4] in NETCDF3_SIGNATURES:
-            raise NotNetCDFError(
-                f"{p}: is a NetCDF-3 classic file; the supported GHG products are NetCDF-4/HDF5 "
-                "(convert it with 'nccopy -k nc4' if it really is one of them)"
-            )
-        offset = 0
-        while offset + 8 <= size:
-            fh.seek(offset)
-            if fh.read(8) == HDF5_SIGNATURE:
-                return "hdf5"
-            offset = 512 if offset == 0 else offset * 2
+    size, fh = _open_for_sniffing(p)
+    with fh:
+        try:
+            head = fh.read(8)
+            if head[:4] in NETCDF3_SIGNATURES:
+                raise NotNetCDFError(
+                    f"{p}: is a NetCDF-3 classic file; the supported GHG products are NetCDF-4/HDF5 "
+                    "(convert it with 'nccopy -k nc4' if it really is one of them)"
+                )
+            offset = 0
+            while offset + 8 <= size:
+                fh.seek(offset)
+                if fh.read(8) == HDF5_SIGNATURE:
+                    return "hdf5"
+                offset = 512 if offset == 0 else offset * 2
+        except OSError as exc:  # an I/O error while reading the first bytes
+            raise CorruptFileError(f"{p}: reading its first bytes failed ({_short(exc)}); check the disk") from exc
     raise NotNetCDFError(
         f"{p}: not a NetCDF-4/HDF5 file (no HDF5 signature in its first bytes); "
         "check that it is a Level-2 product and that the download completed"
+    )
+
+
+def _open_for_sniffing(p: Path) -> tuple[int, Any]:
+    """Return the size and an open binary handle of ``p`` (one-line errors if refused or empty)."""
+    try:
+        size = p.stat().st_size
+        fh = open(p, "rb")  # noqa: SIM115 - the caller closes it; opening is what can be refused
+    except PermissionError as exc:
+        raise UnreadableFileError(
+            f"{p}: permission denied when opening it for reading; give this user read access "
+            "(e.g. chmod a+r) or copy the file somewhere readable"
+        ) from exc
+    except OSError as exc:
+        raise CorruptFileError(f"{p}: cannot be opened ({_short(exc)}); check the disk or the path") from exc
+    if size == 0:
+        fh.close()
+        raise EmptyFileError(
+            f"{p}: is empty (0 bytes); the download or copy was probably interrupted: fetch the file again"
+        )
+    return size, fh
+
+
+#: Exceptions the HDF5/netCDF libraries (h5py, h5netcdf) raise on damaged files.
+LIBRARY_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError,
+    AssertionError, UnicodeDecodeError, OverflowError, SystemError,
+)
+
+_TRUNCATED = re.compile(r"truncated file: eof = (\d+).*stored_eof = (\d+)")
+
+
+def library_error(
+    path: str | os.PathLike[str], doing: str, exc: BaseException
+) -> CorruptFileError | UnreadableFileError:
+    """Turn a failure of the HDF5/netCDF libraries on ``path`` into a one-line error.
+
+    Parameters
+    ----------
+    path : path-like
+        The file being read.
+    doing : str
+        What was being done, e.g. ``"opening it"`` or ``"reading PRODUCT/latitude"``.
+    exc : BaseException
+        The library's exception (its first line is quoted in the message).
+
+    Returns
+    -------
+    CorruptFileError or UnreadableFileError
+        A :class:`TruncatedFileError` where HDF5 reports the file shorter than its
+        superblock says, a plain :class:`CorruptFileError` otherwise (permission
+        problems become :class:`UnreadableFileError`); the caller raises it ``from exc``.
+    """
+    text = _short(exc)
+    if isinstance(exc, PermissionError) or "Permission denied" in str(exc):
+        return UnreadableFileError(
+            f"{path}: permission denied when opening it for reading; give this user read access "
+            "(e.g. chmod a+r) or copy the file somewhere readable"
+        )
+    m = _TRUNCATED.search(str(exc))
+    if m:
+        return TruncatedFileError(
+            f"{path}: is truncated or damaged: it has {int(m.group(1))} bytes but its HDF5 superblock "
+            f"records {int(m.group(2))} (an interrupted download or copy, or a damaged superblock); "
+            "fetch the file again"
+        )
+    return CorruptFileError(
+        f"{path}: is damaged: the HDF5 library failed {doing} ({type(exc).__name__}: {text}); "
+        "the file is probably corrupt or truncated: download it again"
     )
 
 
@@ -131,14 +225,43 @@ class VarInfo:
         for key in ("_FillValue", "missing_value"):
             if key in self.attrs:
                 value = self.attrs[key]
-                return value[0] if isinstance(value, list | np.ndarray) else value
+                if isinstance(value, list | np.ndarray):
+                    value = value[0] if len(value) else None
+                return value
         return None
+
+
+class _GuardedH5NetCDF(h5netcdf.File):
+    """h5netcdf.File whose ``close``/``__del__`` survive a constructor that failed half-way.
+
+    When ``h5netcdf.File.__init__`` raises after opening the HDF5 file (damaged root
+    attributes or links), the half-built object lacks ``_writable`` and its
+    ``__del__`` prints "Exception ignored ... AttributeError" at garbage collection.
+    Here such an object just marks itself closed; :class:`NCFile` closes the h5py
+    file it handed in.
+    """
+
+    def close(self) -> None:
+        if "_writable" not in self.__dict__:
+            self.__dict__["_closed"] = True
+            return
+        try:
+            super().close()
+        except LIBRARY_ERRORS:  # closing a damaged file: nothing left to save
+            self.__dict__["_closed"] = True
+
+    __del__ = close
 
 
 class NCFile:
     """Read-only view of a NetCDF-4 file's structure: groups, variables, attributes.
 
-    Use as a context manager; it reads metadata only.
+    Use as a context manager; it reads metadata only. Every failure of the HDF5
+    libraries while opening the file or reading its metadata (attributes, groups,
+    dimensions, variable headers) is raised as :class:`CorruptFileError` naming the
+    file, and a name that the file does not contain is told apart from one the
+    library cannot open: :meth:`has` and :meth:`has_group` return False only for the
+    former.
 
     Parameters
     ----------
@@ -147,20 +270,21 @@ class NCFile:
 
     Raises
     ------
-    InputFileNotFoundError, NotNetCDFError, CorruptFileError
+    InputFileNotFoundError, UnreadableFileError, EmptyFileError, NotNetCDFError, CorruptFileError
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).resolve()
+        self._h5: h5py.File | None = None
+        self._f: h5netcdf.File | None = None
         sniff_format(self.path)
         try:
-            self._f = h5netcdf.File(self.path, "r", decode_vlen_strings=False)
-        except (OSError, ValueError, KeyError) as exc:
-            raise CorruptFileError(
-                f"{self.path}: cannot be read as NetCDF-4/HDF5 ({_short(exc)}); "
-                "the file is probably truncated or damaged: download it again"
-            ) from exc
-        stat = self.path.stat()
+            stat = self.path.stat()
+            self._h5 = h5py.File(self.path, "r")
+            self._f = _GuardedH5NetCDF(self._h5, "r", decode_vlen_strings=False)
+        except LIBRARY_ERRORS as exc:
+            self.close()
+            raise library_error(self.path, "opening it", exc) from exc
         self.file_token = (str(self.path), stat.st_mtime_ns, stat.st_size)
         self._attrs: dict[str, Any] | None = None
 
@@ -171,111 +295,281 @@ class NCFile:
         self.close()
 
     def close(self) -> None:
-        """Close the underlying file."""
-        self._f.close()
+        """Close the file (never raises, also after a failed open)."""
+        f, h5 = getattr(self, "_f", None), getattr(self, "_h5", None)
+        self._f = self._h5 = None
+        if f is not None:
+            f.close()
+        if h5 is not None:
+            try:
+                h5.close()
+            except LIBRARY_ERRORS:  # pragma: no cover - closing a damaged file
+                pass
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _corrupt(self, doing: str, exc: BaseException) -> CorruptFileError | UnreadableFileError:
+        return library_error(self.path, doing, exc)
+
+    @property
+    def _root(self) -> h5netcdf.File:
+        if self._f is None:
+            raise ValueError(f"{self.path}: NCFile used after close()")
+        return self._f
 
     @property
     def name(self) -> str:
         """The file's base name."""
         return self.path.name
 
+    def _link_exists(self, path: str) -> bool:
+        """Return True if every component of ``path`` is a link in its parent group (HDF5 level).
+
+        Reads only link tables, never the linked objects' headers; raises the library's
+        exception when a parent group itself is damaged.
+        """
+        assert self._h5 is not None
+        g: Any = self._h5
+        parts = [p for p in path.split("/") if p]
+        for i, part in enumerate(parts):
+            if not g.id.links.exists(part.encode()):
+                return False
+            if i < len(parts) - 1:
+                g = g[part]
+        return True
+
+    def _node(self, path: str) -> Any:
+        """Return the h5netcdf Group/Variable at ``path``, or None if the file has no such name.
+
+        Raises
+        ------
+        CorruptFileError
+            The name exists but the library cannot open it (or its parent).
+        """
+        root = self._root
+        if path in ("", "/"):
+            return root
+        try:
+            return root[path]
+        except KeyError as exc:
+            # h5netcdf (and h5py) raise KeyError both for an absent name and for an object
+            # whose header is damaged: ask the link tables which one it is
+            try:
+                exists = self._link_exists(path)
+                if exists:
+                    assert self._h5 is not None
+                    self._h5[path]  # opens cleanly: a bare dimension scale, not a netCDF variable
+            except LIBRARY_ERRORS as exc2:
+                raise self._corrupt(f"opening {path}", exc2) from exc2
+            if not exists:
+                return None
+            if "Unable to" in str(exc):
+                raise self._corrupt(f"opening {path}", exc) from exc
+            return None
+        except LIBRARY_ERRORS as exc:
+            raise self._corrupt(f"opening {path}", exc) from exc
+
+    def _read_attrs(self, obj: Any, where: str) -> dict[str, Any]:
+        try:
+            return {str(k): _py(v) for k, v in obj.attrs.items()}
+        except LIBRARY_ERRORS as exc:
+            raise self._corrupt(f"reading the attributes of {where}", exc) from exc
+
     @property
     def attrs(self) -> dict[str, Any]:
         """Global attributes as plain Python values."""
         if self._attrs is None:
-            self._attrs = {k: _py(v) for k, v in self._f.attrs.items()}
+            self._attrs = self._read_attrs(self._root, "the root group")
         return self._attrs
 
     def group_attrs(self, group: str) -> dict[str, Any]:
         """Attributes of ``group`` (e.g. ``METADATA/GRANULE_DESCRIPTION``); empty if absent."""
-        try:
-            g = self._f[group]
-        except KeyError:
-            return {}
+        g = self._node(group)
         if not isinstance(g, h5netcdf.Group):
             return {}
-        return {k: _py(v) for k, v in g.attrs.items()}
+        return self._read_attrs(g, group)
 
     def has_group(self, group: str) -> bool:
-        """True if ``group`` exists."""
-        try:
-            return isinstance(self._f[group], h5netcdf.Group)
-        except KeyError:
-            return False
+        """Return True if ``group`` exists (CorruptFileError if the library cannot open it)."""
+        return isinstance(self._node(group), h5netcdf.Group)
 
     def has(self, path: str) -> bool:
-        """True if the variable ``path`` exists."""
-        try:
-            return isinstance(self._f[path], h5netcdf.Variable)
-        except (KeyError, ValueError):
-            return False
+        """Return True if the variable ``path`` exists (CorruptFileError if the library cannot open it)."""
+        return isinstance(self._node(path), h5netcdf.Variable)
 
     def dimensions(self, group: str = "/") -> dict[str, int]:
-        """Dimension sizes defined in ``group``."""
-        g = self._f if group in ("", "/") else self._f[group]
-        return {k: (v.size if v.size is not None else 0) for k, v in g.dimensions.items()}
+        """Dimension sizes defined in ``group`` (empty if the group is absent)."""
+        g = self._node(group)
+        if not isinstance(g, h5netcdf.Group):
+            return {}
+        try:
+            return {str(k): int(v.size if v.size is not None else 0) for k, v in g.dimensions.items()}
+        except LIBRARY_ERRORS as exc:
+            raise self._corrupt(f"reading the dimensions of {group}", exc) from exc
 
     def variable(self, path: str) -> VarInfo:
-        """Return :class:`VarInfo` for the variable ``path`` (KeyError if absent)."""
-        v = self._f[path]
+        """Return :class:`VarInfo` for the variable ``path``.
+
+        Raises
+        ------
+        KeyError
+            The file has no variable ``path`` (readers check :meth:`has` first).
+        CorruptFileError
+            The variable's header or attributes cannot be read.
+        """
+        v = self._node(path)
         if not isinstance(v, h5netcdf.Variable):
             raise KeyError(path)
         try:
+            # the HDF5 dataspace and type, without h5netcdf's opinion of the netCDF dimensions
+            assert self._h5 is not None
+            h = self._h5[path]
+            shape = tuple(int(s) for s in h.shape)
+            dtype = np.dtype(object) if h5py.check_string_dtype(h.dtype) else np.dtype(h.dtype)
+            chunks = tuple(int(c) for c in h.chunks) if h.chunks else None
+        except LIBRARY_ERRORS as exc:
+            raise self._corrupt(f"reading the header of {path}", exc) from exc
+        try:
             dims = tuple(v.dimensions)
         except Exception:  # noqa: BLE001 - pure HDF5 datasets without dimension scales
-            dims = tuple(f"dim_{i}" for i in range(len(v.shape)))
+            dims = tuple(f"dim_{i}" for i in range(len(shape)))
+        if len(dims) != len(shape):
+            dims = tuple(f"dim_{i}" for i in range(len(shape)))
         return VarInfo(
             path=path.lstrip("/"),
-            shape=tuple(int(s) for s in v.shape),
-            dtype=np.dtype(v.dtype) if v.dtype is not str else np.dtype(object),
+            shape=shape,
+            dtype=dtype,
             dims=dims,
-            attrs={k: _py(a) for k, a in v.attrs.items()},
-            storage_chunks=tuple(v.chunks) if v.chunks else None,
+            attrs=self._read_attrs(v, path),
+            storage_chunks=chunks,
         )
 
     def read_small(self, path: str, index: Any = ()) -> np.ndarray:
-        """Read (a slice of) a small variable now, raw, for metadata such as a time range."""
-        return np.asarray(self._f[path][index])
+        """Read (a slice of) a small variable now, raw, for metadata such as a time range.
+
+        Raises
+        ------
+        CorruptFileError
+            The library fails to read the data (a damaged chunk).
+        """
+        v = self._node(path)
+        if not isinstance(v, h5netcdf.Variable):
+            raise KeyError(path)
+        try:
+            return np.asarray(v[index])
+        except LIBRARY_ERRORS as exc:
+            raise self._corrupt(f"reading {path}", exc) from exc
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    """Return the first line of an exception's message, whitespace-collapsed, at most 160 characters."""
+    raw = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    text = raw.strip().splitlines()[0] if raw.strip() else type(exc).__name__
     return re.sub(r"\s+", " ", text)[:160]
 
 
 class _HandleCache:
-    """Per-process cache of open h5py files, keyed by (path, mtime, size)."""
+    """Per-process cache of open h5py files, keyed by (path, mtime, size).
+
+    Handles are opened lazily by the dask tasks that read data (in worker threads or
+    processes). A file that fails to open is never cached; a handle on which a read
+    failed is closed and dropped (:meth:`discard`), and the file is remembered as failed:
+    later reads of it (other chunks, still running in other threads) get a handle of
+    their own that is closed right after the read, so no handle to a damaged file stays
+    open. :func:`close_files` closes them all and forgets the failures.
+    """
 
     def __init__(self, maxsize: int = 64) -> None:
         self._lock = threading.Lock()
         self._files: OrderedDict[tuple[str, int, int], h5py.File] = OrderedDict()
+        self._failed: set[tuple[str, int, int]] = set()
         self._pid = os.getpid()
         self.maxsize = maxsize
 
-    def get(self, key: tuple[str, int, int]) -> h5py.File:
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._files
+
+    def get(self, key: tuple[str, int, int]) -> tuple[h5py.File, bool]:
+        """Return an open handle of the file ``key`` and whether it is cached (else: close it after use).
+
+        Raises
+        ------
+        InputFileNotFoundError, FileChangedError, UnreadableFileError, CorruptFileError
+        """
         with self._lock:
             if self._pid != os.getpid():  # forked: never share HDF5 handles across processes
                 self._files.clear()
+                self._failed.clear()
                 self._pid = os.getpid()
             f = self._files.get(key)
             if f is not None and f.id.valid:
                 self._files.move_to_end(key)
-                return f
-            f = h5py.File(key[0], "r")
+                return f, True
+            self._files.pop(key, None)
+            path = key[0]
+            try:
+                st = os.stat(path)
+            except FileNotFoundError as exc:
+                raise InputFileNotFoundError(path) from exc
+            except OSError as exc:
+                raise library_error(path, "checking it before reading", exc) from exc
+            if (st.st_mtime_ns, st.st_size) != (key[1], key[2]):
+                raise FileChangedError(
+                    f"{path}: changed on disk after it was opened (size {key[2]} -> {st.st_size} bytes); "
+                    "open it again (and do not rewrite inputs while a job runs)"
+                )
+            try:
+                f = h5py.File(path, "r")
+            except LIBRARY_ERRORS as exc:
+                raise library_error(path, "opening it for reading", exc) from exc
+            if key in self._failed:
+                return f, False
             self._files[key] = f
             while len(self._files) > self.maxsize:
                 _, old = self._files.popitem(last=False)
-                old.close()
-            return f
+                _close_quietly(old)
+            return f, True
+
+    def discard(self, key: tuple[str, int, int]) -> None:
+        """Close and forget the handle of ``key`` after a failed read; do not cache it again."""
+        with self._lock:
+            f = self._files.pop(key, None)
+            self._failed.add(key)
+        if f is not None:
+            _close_quietly(f)
 
     def clear(self) -> None:
+        """Close every cached handle and forget which files failed."""
         with self._lock:
-            for f in self._files.values():
-                f.close()
+            files = list(self._files.values())
             self._files.clear()
+            self._failed.clear()
+        for f in files:
+            _close_quietly(f)
+
+
+def _close_quietly(f: h5py.File) -> None:
+    try:
+        f.close()
+    except LIBRARY_ERRORS:  # pragma: no cover - closing a damaged file
+        pass
 
 
 HANDLES = _HandleCache()
+
+
+def close_files() -> None:
+    """Close every file handle this process keeps open for lazy reads.
+
+    Datasets from :func:`eo_pipeline.open_product` stay usable: a later compute opens
+    the files again. Call it at the end of a job, or before deleting or rewriting
+    input files.
+    """
+    HANDLES.clear()
 
 
 class _H5Proxy:
@@ -297,14 +591,23 @@ class _H5Proxy:
         self.file_token, self.varpath, self.shape, self.dtype, self.ndim = state
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        f = HANDLES.get(self.file_token)
+        f, cached = HANDLES.get(self.file_token)
         try:
-            return np.asarray(f[self.varpath][key])
-        except OSError as exc:
+            out = np.asarray(f[self.varpath][key])
+        except LIBRARY_ERRORS as exc:
+            HANDLES.discard(self.file_token)
+            raise library_error(self.file_token[0], f"reading {self.varpath}", exc) from exc
+        finally:
+            if not cached:
+                _close_quietly(f)
+        if out.dtype != self.dtype and out.dtype.kind != "O":
+            # the header changed between opening and reading: never hand dask a surprise
+            HANDLES.discard(self.file_token)
             raise CorruptFileError(
-                f"{self.file_token[0]}: reading {self.varpath} failed ({_short(exc)}); "
-                "the file is probably truncated or damaged: download it again"
-            ) from exc
+                f"{self.file_token[0]}: reading {self.varpath} gave {out.dtype} data where its header "
+                f"said {self.dtype}; the file is damaged: download it again"
+            )
+        return out
 
 
 def lazy_raw(nc: NCFile, info: VarInfo, chunks: tuple[int, ...]) -> da.Array:
@@ -336,8 +639,29 @@ def lazy_raw(nc: NCFile, info: VarInfo, chunks: tuple[int, ...]) -> da.Array:
 # --------------------------------------------------------------------------------------
 
 
+def _fill_mask(raw: np.ndarray, fill_value: Any) -> np.ndarray | None:
+    """Where ``raw`` equals ``fill_value`` cast to its dtype; None if the fill cannot be cast.
+
+    A fill value that does not fit the variable's type (a damaged or odd attribute)
+    can match nothing, so it masks nothing.
+    """
+    if fill_value is None:
+        return None
+    try:
+        with np.errstate(all="ignore"):
+            fill = np.asarray(fill_value).astype(raw.dtype, casting="unsafe")
+            if raw.dtype.kind in "iu" and np.asarray(fill_value).astype(np.float64) != fill.astype(np.float64):
+                return None  # e.g. 9.96921e36 on an integer variable: no value can equal it
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return raw == fill
+
+
 def decode_float(raw: np.ndarray, fill_value: float | None, dtype: Any = np.float32) -> np.ndarray:
     """Cast ``raw`` to float and replace the fill value (exact match) with NaN.
+
+    Values beyond the range of ``dtype`` become +-inf silently (a damaged chunk
+    must not print numpy warnings); callers treat non-finite values as invalid.
 
     Parameters
     ----------
@@ -348,9 +672,11 @@ def decode_float(raw: np.ndarray, fill_value: float | None, dtype: Any = np.floa
     dtype : numpy dtype
         Output float type.
     """
-    out = np.array(raw, dtype=dtype, copy=True)
-    if fill_value is not None:
-        out[raw == np.asarray(fill_value, dtype=raw.dtype)] = np.nan
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.array(raw, dtype=dtype, copy=True)
+    mask = _fill_mask(np.asarray(raw), fill_value)
+    if mask is not None:
+        out[mask] = np.nan
     return out
 
 
@@ -358,9 +684,11 @@ def decode_scaled(
     raw: np.ndarray, fill_value: Any, scale_factor: float, add_offset: float
 ) -> np.ndarray:
     """Apply CF packing (``raw * scale_factor + add_offset``) in float64; fill -> NaN."""
-    out = raw.astype(np.float64) * float(scale_factor) + float(add_offset)
-    if fill_value is not None:
-        out[raw == fill_value] = np.nan
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = raw.astype(np.float64) * float(scale_factor) + float(add_offset)
+    mask = _fill_mask(np.asarray(raw), fill_value)
+    if mask is not None:
+        out[mask] = np.nan
     return out
 
 
@@ -410,14 +738,18 @@ def seconds_to_datetime64(
         Stored fill value, converted to NaT.
     """
     v = np.asarray(values)
-    bad = ~np.isfinite(v.astype(np.float64))
-    if fill_value is not None:
-        bad |= v == fill_value
-    if v.dtype.kind in "iu":
-        offs = v.astype(np.int64) * np.int64(ns_per_unit)
-    else:
-        us = np.rint(np.where(bad, 0.0, v.astype(np.float64)) * (ns_per_unit / 1_000.0))
-        offs = us.astype(np.int64) * np.int64(1_000)
+    with np.errstate(all="ignore"):
+        vf = v.astype(np.float64)
+        # offsets that would overflow datetime64[ns] (+-146 years from the epoch) are garbage
+        bad = ~np.isfinite(vf) | (np.abs(vf) > 4.6e18 / ns_per_unit)
+        mask = _fill_mask(v, fill_value)
+        if mask is not None:
+            bad |= mask
+        if v.dtype.kind in "iu":
+            offs = np.where(bad, 0, v).astype(np.int64) * np.int64(ns_per_unit)
+        else:
+            us = np.rint(np.where(bad, 0.0, vf) * (ns_per_unit / 1_000.0))
+            offs = us.astype(np.int64) * np.int64(1_000)
     out = np.datetime64(epoch, "ns") + offs.astype("timedelta64[ns]")
     out[bad] = np.datetime64("NaT")
     return out

@@ -26,11 +26,40 @@ import numpy as np
 import xarray as xr
 
 from .._version import __version__
-from ..errors import EOPipelineWarning, MissingVariableError, QualityWarning, ReaderError, ReaderOptionError, warn
+from ..errors import (
+    CoordinateWarning,
+    EOPipelineWarning,
+    MissingVariableError,
+    QualityWarning,
+    ReaderError,
+    ReaderOptionError,
+    VariableLayoutError,
+    warn,
+)
 from ..schema import SpeciesInfo, column_attrs, conversion_factor, uncertainty_attrs, validate
-from ._netcdf import NCFile, VarInfo, decode_float, lazy_raw
+from ._netcdf import NCFile, VarInfo, decode_float, lazy_raw, parse_time_units
 
-__all__ = ["Reader", "EOPipelineWarning", "QualityWarning", "iso_utc", "not_nat"]
+__all__ = [
+    "Reader",
+    "EOPipelineWarning",
+    "QualityWarning",
+    "iso_utc",
+    "not_nat",
+    "as_int",
+    "clean_latitude",
+    "clean_longitude",
+    "NUMERIC",
+    "INTEGER",
+    "STRING",
+]
+
+#: dtype kinds accepted for numeric variables, integer flags and strings
+NUMERIC = "fiu"
+INTEGER = "iu"
+STRING = "SUO"
+_KIND_NAMES = {"f": "floating point", "i": "integer", "u": "unsigned integer", "S": "string", "U": "string",
+               "O": "string", "b": "boolean", "V": "compound/opaque", "c": "complex", "M": "datetime",
+               "m": "timedelta"}
 
 
 class Reader(ABC):
@@ -64,6 +93,84 @@ class Reader(ABC):
                 "use the full product"
             )
         return {p: nc.variable(p) for p in paths}
+
+    def check_variable(
+        self,
+        nc: NCFile,
+        info: VarInfo,
+        *,
+        kinds: str = NUMERIC,
+        shape: tuple[int | None, ...] | None = None,
+    ) -> VarInfo:
+        """Check a variable's data type and shape against the documented layout.
+
+        Parameters
+        ----------
+        nc : NCFile
+            The file (for the message).
+        info : VarInfo
+            The variable.
+        kinds : str
+            Accepted numpy dtype kinds (``"fiu"`` numeric, ``"iu"`` integer, ``"SUO"`` string).
+        shape : tuple, optional
+            Expected shape; None entries accept any length on that axis.
+
+        Returns
+        -------
+        VarInfo
+            ``info`` unchanged.
+
+        Raises
+        ------
+        VariableLayoutError
+            Naming the file, the variable, what it holds and what was expected.
+        """
+        if info.dtype.kind not in kinds:
+            wanted = {NUMERIC: "numbers", INTEGER: "integers", STRING: "strings"}.get(
+                kinds, " or ".join(sorted({_KIND_NAMES.get(k, k) for k in kinds})))
+            raise VariableLayoutError(
+                f"{nc.path}: {info.path} holds {_KIND_NAMES.get(info.dtype.kind, str(info.dtype))} data "
+                f"({info.dtype}) where {self.description} files store {wanted}; the file is damaged or "
+                "was rewritten by another tool: use the original product"
+            )
+        if shape is not None and (
+            len(info.shape) != len(shape)
+            or any(e is not None and e != n for e, n in zip(shape, info.shape, strict=True))
+        ):
+            parts = ["any" if e is None else str(e) for e in shape]
+            want = f"({parts[0]},)" if len(parts) == 1 else "(" + ", ".join(parts) + ")"
+            raise VariableLayoutError(
+                f"{nc.path}: {info.path} has shape {info.shape} where {want} was expected from the other "
+                f"variables of this {self.description} file; the file is damaged or inconsistent: use the "
+                "original product"
+            )
+        return info
+
+    def time_units(self, nc: NCFile, info: VarInfo, default: str) -> tuple[int, np.datetime64 | None]:
+        """Parse a time variable's ``units`` (VariableLayoutError naming it if unreadable)."""
+        units = str(info.attrs.get("units", default))
+        try:
+            return parse_time_units(units)
+        except ValueError:
+            raise VariableLayoutError(
+                f"{nc.path}: {info.path} has time units {units[:60]!r}, not '<unit> since <date>'; the "
+                "file is damaged or not a genuine product"
+            ) from None
+
+    def read_coordinate(self, nc: NCFile, info: VarInfo, chunks: tuple[int, ...], axis: str,
+                        *, corners: bool = False) -> da.Array:
+        """Lazy float array of a latitude (``axis="latitude"``) or longitude with impossible values masked.
+
+        Fill values become NaN as in :meth:`read_float`; infinite values, latitudes beyond
+        +-90 and longitudes outside -360..360 become NaN too (so the soundings are not
+        ``valid`` and never reach a map), with a :class:`CoordinateWarning` giving their
+        number when the data are computed; longitudes are normalised to -180..180.
+        """
+        raw = lazy_raw(nc, info, chunks)
+        return raw.map_blocks(
+            _decode_coordinate, fill_value=info.fill_value, axis=axis, corners=corners, dtype=np.float32,
+            label=f"{nc.name}", source=info.path, meta=np.empty((0,) * raw.ndim, dtype=np.float32),
+        )
 
     @staticmethod
     def check_threshold(qa_threshold: float | None, default: float) -> float:
@@ -128,7 +235,7 @@ class Reader(ABC):
         uncertainty_source: str | None,
         dims: tuple[str, ...],
     ) -> dict[str, xr.DataArray]:
-        """The ``<species>`` and ``<species>_uncertainty`` variables of the schema."""
+        """Return the ``<species>`` and ``<species>_uncertainty`` variables of the schema."""
         if uncertainty is None:
             uncertainty = da.full(column.shape, np.nan, dtype=np.float32, chunks=column.chunks)
         return {
@@ -167,7 +274,61 @@ class Reader(ABC):
 
 def _scale(values: np.ndarray, factor: float) -> np.ndarray:
     """Kernel: multiply by a unit-conversion factor, keeping float32."""
-    return (values * np.float32(factor)).astype(np.float32, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return (values * np.float32(factor)).astype(np.float32, copy=False)
+
+
+def clean_latitude(lat: np.ndarray) -> tuple[np.ndarray, int]:
+    """Kernel: latitudes in degrees with impossible values set to NaN.
+
+    Returns the cleaned copy and the number of values that were finite-but-beyond
+    +-90 or infinite (NaN, the decoded fill value, is not counted).
+    """
+    out = np.array(lat, copy=True)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isnan(out) & ~(np.abs(out) <= 90.0)
+    out[bad] = np.nan
+    return out, int(bad.sum())
+
+
+def clean_longitude(lon: np.ndarray) -> tuple[np.ndarray, int]:
+    """Kernel: longitudes normalised to -180..180 degrees, impossible values set to NaN.
+
+    Values in (180, 360] (the 0..360 convention) lose 360 and values in [-360, -180)
+    gain 360; infinite values and values beyond +-360 become NaN and are counted.
+    """
+    out = np.array(lon, copy=True)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isnan(out) & ~(np.abs(out) <= 360.0)
+        out[bad] = np.nan
+        out[out > 180.0] -= 360.0
+        out[out < -180.0] += 360.0
+    return out, int(bad.sum())
+
+
+def _decode_coordinate(raw: np.ndarray, fill_value: Any, axis: str, corners: bool, label: str,
+                       source: str) -> np.ndarray:
+    """map_blocks task: decode (float32), clean and (as a side effect) warn about masked coordinates."""
+    values = decode_float(raw, fill_value, np.float32)
+    clean = clean_latitude if axis == "latitude" else clean_longitude
+    out, n_bad = clean(values)
+    if n_bad:
+        limit = "+-90" if axis == "latitude" else "-360..360"
+        if corners:
+            what = (f"{n_bad} footprint corner(s) with {axis} outside {limit} degrees or infinite set to NaN; "
+                    "those footprints are dropped by area gridding (counted in n_footprints_dropped)")
+        else:
+            what = f"{n_bad} sounding(s) with {axis} outside {limit} degrees or infinite masked as invalid"
+        warn(f"{label}: {what} (variable {source})", CoordinateWarning)
+    return out
+
+
+def as_int(value: Any, default: int = -1) -> int:
+    """Return an integer attribute value, or ``default`` where it is absent or not a number."""
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
 
 
 def _is_time(t: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 
 from ..schema import SOUNDING_DIM, SPECIES
-from ._netcdf import NCFile, VarInfo, lazy_raw, parse_time_units
+from ._netcdf import NCFile, VarInfo, lazy_raw
 from .base import Reader, iso_utc, not_nat
 from .oco_lite import _to_time, flag_ok
 
@@ -79,10 +79,13 @@ class ESACCIGHGReader(Reader):
         chunks : int, optional
             Soundings per dask chunk.
         """
-        name = self._species(nc)
-        assert name is not None
+        name = self._species(nc) or "xch4"  # a forced reader on a file without a CCI column: name it
         info_s = SPECIES[name]
-        infos = self.require(nc, [name, f"{name}_uncertainty", f"{name}_quality_flag", "time", "latitude", "longitude"])
+        required = [name, f"{name}_uncertainty", f"{name}_quality_flag", "time", "latitude", "longitude"]
+        infos = self.require(nc, required)
+        n = self.check_variable(nc, infos[name], shape=(None,)).shape[0]
+        for p in required:
+            self.check_variable(nc, infos[p], shape=(n,))
         col = infos[name]
         ch = (self.chunk_length(col, 0, chunks, self.default_chunk),)
         dims = (SOUNDING_DIM,)
@@ -90,10 +93,10 @@ class ESACCIGHGReader(Reader):
         col = infos[name]
         value = self.read_converted(nc, col, info_s.units, ch)
         unc = self.read_converted(nc, infos[f"{name}_uncertainty"], info_s.units, ch)
-        lat = self.read_float(nc, infos["latitude"], ch)
-        lon = self.read_float(nc, infos["longitude"], ch)
+        lat = self.read_coordinate(nc, infos["latitude"], ch, "latitude")
+        lon = self.read_coordinate(nc, infos["longitude"], ch, "longitude")
         tinfo = infos["time"]
-        ns_per_unit, epoch = parse_time_units(str(tinfo.attrs.get("units", "seconds since 1970-01-01")))
+        ns_per_unit, epoch = self.time_units(nc, tinfo, "seconds since 1970-01-01")
         epoch = epoch if epoch is not None else np.datetime64("1970-01-01", "ns")
         time = lazy_raw(nc, tinfo, ch).map_blocks(
             _to_time, epoch=epoch, ns_per_unit=ns_per_unit, fill=tinfo.fill_value,

@@ -20,9 +20,10 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from ..errors import EOPipelineWarning, VariableLayoutError, warn
 from ..schema import CORNER_DIM, SOUNDING_DIM, SPECIES
-from ._netcdf import NCFile, lazy_raw, parse_time_units, seconds_to_datetime64
-from .base import Reader, iso_utc, not_nat
+from ._netcdf import NCFile, lazy_raw, seconds_to_datetime64
+from .base import NUMERIC, Reader, iso_utc, not_nat
 
 __all__ = ["OCO2LiteReader", "OCO3LiteReader", "ACOSLiteReader", "flag_ok"]
 
@@ -74,7 +75,7 @@ class _LiteReader(Reader):
         return "OCO-3" if nc.has("Sounding/pma_elevation_angle") else "OCO-2"
 
     def guess_can_open(self, nc: NCFile) -> bool:
-        """An ACOS-style Lite file whose ``Sensor`` attribute names this mission."""
+        """Claim an ACOS-style Lite file whose ``Sensor`` attribute names this mission."""
         return self._is_lite(nc) and self._sensor(nc) in self.sensors
 
     def open(
@@ -102,16 +103,19 @@ class _LiteReader(Reader):
         required = ["latitude", "longitude", "time", "xco2", "xco2_uncertainty", "xco2_quality_flag"]
         if self.has_vertices:
             required += ["vertex_latitude", "vertex_longitude"]
-        infos = self.require(nc, required)
-        col = infos["xco2"]
+        infos = self.require(nc, required + ["sounding_id"])
+        col = self.check_variable(nc, infos["xco2"], shape=(None,))
+        n = col.shape[0]
+        for p in required + ["sounding_id"]:
+            self.check_variable(nc, infos[p], shape=(n, None) if p.startswith("vertex_") else (n,))
         ch = (self.chunk_length(col, 0, chunks, self.default_chunk),)
         dims = (SOUNDING_DIM,)
         value = self.read_converted(nc, col, "ppm", ch)
         unc = self.read_converted(nc, infos["xco2_uncertainty"], "ppm", ch)
-        lat = self.read_float(nc, infos["latitude"], ch)
-        lon = self.read_float(nc, infos["longitude"], ch)
+        lat = self.read_coordinate(nc, infos["latitude"], ch, "latitude")
+        lon = self.read_coordinate(nc, infos["longitude"], ch, "longitude")
         tinfo = infos["time"]
-        ns_per_unit, epoch = parse_time_units(str(tinfo.attrs.get("units", "seconds since 1970-01-01")))
+        ns_per_unit, epoch = self.time_units(nc, tinfo, "seconds since 1970-01-01")
         epoch = epoch if epoch is not None else np.datetime64("1970-01-01", "ns")
         time = lazy_raw(nc, tinfo, ch).map_blocks(
             _to_time, epoch=epoch, ns_per_unit=ns_per_unit, fill=tinfo.fill_value,
@@ -126,16 +130,22 @@ class _LiteReader(Reader):
         data_vars = self.column_variables(SPECIES["xco2"], value, "xco2", unc, "xco2_uncertainty", dims)
         data_vars["valid"] = xr.DataArray(valid, dims=dims)
         if self.has_vertices:
-            for name, src, units in (("latitude_bounds", "vertex_latitude", "degrees_north"),
-                                     ("longitude_bounds", "vertex_longitude", "degrees_east")):
+            for name, src, units, axis in (("latitude_bounds", "vertex_latitude", "degrees_north", "latitude"),
+                                           ("longitude_bounds", "vertex_longitude", "degrees_east", "longitude")):
                 info = infos[src]
                 data_vars[name] = xr.DataArray(
-                    self.read_float(nc, info, (*ch, info.shape[-1])), dims=(*dims, CORNER_DIM),
+                    self.read_coordinate(nc, info, (*ch, info.shape[-1]), axis, corners=True),
+                    dims=(*dims, CORNER_DIM),
                     attrs={"units": units, "source_variable": src, "corner_order": "vertices 1-4 as in the file"},
                 )
         for name, (path, units) in LITE_EXTRAS.items():
             if nc.has(path):
                 info = nc.variable(path)
+                try:
+                    self.check_variable(nc, info, kinds=NUMERIC, shape=(n,))
+                except VariableLayoutError as exc:  # optional pass-through: leave it out, say why
+                    warn(f"{exc}; {name} is left out", EOPipelineWarning)
+                    continue
                 arr = self.read_float(nc, info, ch) if info.dtype.kind == "f" else lazy_raw(nc, info, ch)
                 attrs = {"source_variable": path} | ({"units": units} if units else {})
                 data_vars[name] = xr.DataArray(arr, dims=dims, attrs=attrs)
@@ -143,7 +153,7 @@ class _LiteReader(Reader):
             "latitude": (dims, lat, {"units": "degrees_north", "standard_name": "latitude"}),
             "longitude": (dims, lon, {"units": "degrees_east", "standard_name": "longitude"}),
             "time": (dims, time, {"standard_name": "time"}),
-            "sounding_id": (dims, lazy_raw(nc, nc.variable("sounding_id"), ch), {"long_name": "sounding id"}),
+            "sounding_id": (dims, lazy_raw(nc, infos["sounding_id"], ch), {"long_name": "sounding id"}),
         }
         ds = xr.Dataset(data_vars, coords=coords)
         start, end = self._coverage(nc, tinfo.path, col.shape[0], epoch, ns_per_unit, tinfo.fill_value)

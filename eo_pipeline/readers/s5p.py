@@ -17,10 +17,16 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ..errors import MissingVariableError, QualityWarning, ReaderOptionError, warn
+from ..errors import (
+    MissingVariableError,
+    QualityWarning,
+    ReaderOptionError,
+    VariableLayoutError,
+    warn,
+)
 from ..schema import CORNER_DIM, SOUNDING_DIM, SPECIES, SWATH_DIMS, SpeciesInfo
-from ._netcdf import NCFile, VarInfo, lazy_raw, parse_time_units, seconds_to_datetime64
-from .base import Reader, iso_utc, not_nat
+from ._netcdf import NCFile, VarInfo, lazy_raw, seconds_to_datetime64
+from .base import INTEGER, STRING, Reader, as_int, iso_utc, not_nat
 
 __all__ = ["S5PCH4Reader", "S5PCOReader", "S5PBlendedCH4Reader"]
 
@@ -51,9 +57,23 @@ def _scanline_times(delta: np.ndarray, epoch: np.datetime64, ns_per_unit: int, f
 
 
 def _qa_threshold_raw(qa: VarInfo, threshold: float) -> float:
-    """The threshold on the stored scale (0.5 -> 50 for ubyte with scale 0.01)."""
-    scale = float(qa.attrs.get("scale_factor", 1.0))
-    offset = float(qa.attrs.get("add_offset", 0.0))
+    """Return the threshold on the stored scale (0.5 -> 50 for ubyte with scale 0.01).
+
+    Raises
+    ------
+    VariableLayoutError
+        ``scale_factor``/``add_offset`` are not finite numbers (or the scale is 0).
+    """
+    try:
+        scale = float(qa.attrs.get("scale_factor", 1.0))
+        offset = float(qa.attrs.get("add_offset", 0.0))
+        if not (np.isfinite(scale) and np.isfinite(offset) and scale != 0.0):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise VariableLayoutError(
+            f"{qa.path} has scale_factor {qa.attrs.get('scale_factor')!r} and add_offset "
+            f"{qa.attrs.get('add_offset')!r}, which are not usable numbers; the file is damaged"
+        ) from None
     return round((threshold - offset) / scale, 6)
 
 
@@ -66,7 +86,7 @@ def _granule_attrs(nc: NCFile, short_name: str) -> dict[str, Any]:
         "instrument": str(g.get("sensor", granule.get("InstrumentName", "TROPOMI"))),
         "processor_version": str(g.get("processor_version", granule.get("ProcessorVersion", ""))),
         "product_version": str(g.get("product_version", "")),
-        "orbit": int(g.get("orbit", -1)),
+        "orbit": as_int(g.get("orbit", -1)),
         "time_coverage_start": iso_utc(g.get("time_coverage_start", granule.get("GranuleStart"))),
         "time_coverage_end": iso_utc(g.get("time_coverage_end", granule.get("GranuleEnd"))),
         "processing_mode": str(granule.get("ProcessingMode", "")),
@@ -117,12 +137,20 @@ class _S5PSwathReader(Reader):
         return path
 
     def _times(self, nc: NCFile, delta: VarInfo, chunks: tuple[int, ...]) -> da.Array:
-        ns_per_unit, epoch = parse_time_units(str(delta.attrs.get("units", "milliseconds")))
+        ns_per_unit, epoch = self.time_units(nc, delta, "milliseconds")
         if epoch is None:  # older processors: "milliseconds" relative to PRODUCT/time
-            tinfo = nc.variable("PRODUCT/time")
-            t0 = nc.read_small(tinfo.path).ravel()[0]
-            t_ns, t_epoch = parse_time_units(str(tinfo.attrs.get("units", "seconds since 2010-01-01")))
-            epoch = (t_epoch if t_epoch is not None else S5P_EPOCH) + np.timedelta64(int(t0) * t_ns, "ns")
+            tinfo = self.check_variable(nc, nc.variable("PRODUCT/time"), shape=(1,))
+            t_ns, t_epoch = self.time_units(nc, tinfo, "seconds since 2010-01-01")
+            ref = seconds_to_datetime64(
+                nc.read_small(tinfo.path).ravel(), t_epoch if t_epoch is not None else S5P_EPOCH, t_ns,
+                fill_value=tinfo.fill_value,
+            )[0]
+            if np.isnat(ref):
+                raise VariableLayoutError(
+                    f"{nc.path}: PRODUCT/time holds no usable reference time, which delta_time (units "
+                    "'milliseconds') needs; the file is damaged: download it again"
+                )
+            epoch = ref
         raw = lazy_raw(nc, delta, chunks)[0]
         return raw.map_blocks(
             _scanline_times, epoch=epoch, ns_per_unit=ns_per_unit, fill=delta.fill_value,
@@ -130,7 +158,7 @@ class _S5PSwathReader(Reader):
         )
 
     def _qa(
-        self, nc: NCFile, qa_threshold: float | None, chunks: tuple[int, ...]
+        self, nc: NCFile, qa_threshold: float | None, chunks: tuple[int, ...], shape: tuple[int, ...]
     ) -> tuple[da.Array | None, float, str]:
         path = "PRODUCT/qa_value"
         if not nc.has(path):
@@ -144,22 +172,25 @@ class _S5PSwathReader(Reader):
         q = self.check_threshold(qa_threshold, self.default_qa)
         if q == 0.0:
             return None, 0.0, "none (qa_threshold=0): fill values only"
-        info = nc.variable(path)
-        thr = _qa_threshold_raw(info, q)
+        info = self.check_variable(nc, nc.variable(path), shape=shape)
+        try:
+            thr = _qa_threshold_raw(info, q)
+        except VariableLayoutError as exc:
+            raise VariableLayoutError(f"{nc.path}: {exc}") from None
         ok = lazy_raw(nc, info, chunks)[0].map_blocks(
             _qa_ok, threshold_raw=thr, fill=info.fill_value, dtype=bool,
             meta=np.empty((0, 0), dtype=bool),
         )
         return ok, q, f"qa_value > {q:g}"
 
-    def _bounds(self, nc: NCFile, chunks: tuple[int, ...]) -> dict[str, xr.DataArray]:
+    def _bounds(self, nc: NCFile, chunks: tuple[int, ...], shape: tuple[int, ...]) -> dict[str, xr.DataArray]:
         paths = [f"{GEO}/latitude_bounds", f"{GEO}/longitude_bounds"]
         if not all(nc.has(p) for p in paths):
             return {}
         out = {}
-        for p, units in zip(paths, ("degrees_north", "degrees_east"), strict=True):
-            info = nc.variable(p)
-            arr = self.read_float(nc, info, (*chunks, info.shape[-1]))[0]
+        for p, units, axis in zip(paths, ("degrees_north", "degrees_east"), ("latitude", "longitude"), strict=True):
+            info = self.check_variable(nc, nc.variable(p), shape=(*shape, None))
+            arr = self.read_coordinate(nc, info, (*chunks, info.shape[-1]), axis, corners=True)[0]
             out[p.rsplit("/", 1)[1]] = xr.DataArray(
                 arr, dims=(*SWATH_DIMS, CORNER_DIM),
                 attrs={"units": units, "source_variable": p,
@@ -168,13 +199,14 @@ class _S5PSwathReader(Reader):
         return out
 
     def _extras(
-        self, nc: NCFile, chunks: tuple[int, ...], *, surface_classification: bool,
+        self, nc: NCFile, chunks: tuple[int, ...], shape: tuple[int, ...], *, surface_classification: bool,
         drop_water: bool, averaging_kernel: bool,
     ) -> tuple[dict[str, xr.DataArray], da.Array | None]:
         extra: dict[str, xr.DataArray] = {}
         not_water = None
         if surface_classification or drop_water:
             info = self.require(nc, [SURFACE_CLASSIFICATION])[SURFACE_CLASSIFICATION]
+            self.check_variable(nc, info, kinds=INTEGER, shape=shape)
             raw = lazy_raw(nc, info, chunks)[0]
             if surface_classification:
                 extra["surface_classification"] = xr.DataArray(
@@ -188,7 +220,7 @@ class _S5PSwathReader(Reader):
                 )
         if averaging_kernel:
             path = "PRODUCT/SUPPORT_DATA/DETAILED_RESULTS/column_averaging_kernel"
-            info = self.require(nc, [path])[path]
+            info = self.check_variable(nc, self.require(nc, [path])[path], shape=(*shape, None))
             arr = self.read_float(nc, info, (*chunks, info.shape[-1]))[0]
             extra[f"{self.species_info.name}_averaging_kernel"] = xr.DataArray(
                 arr, dims=(*SWATH_DIMS, info.dims[-1]),
@@ -207,25 +239,28 @@ class _S5PSwathReader(Reader):
         infos = self.require(
             nc, ["PRODUCT/latitude", "PRODUCT/longitude", "PRODUCT/delta_time", "PRODUCT/time", col_path]
         )
-        col = infos[col_path]
-        if len(col.shape) != 3 or col.shape[0] != 1:
-            raise MissingVariableError(
-                f"{nc.path}: {col_path} has shape {col.shape}; expected (1, scanline, ground_pixel)"
-            )
+        col = self.check_variable(nc, infos[col_path], shape=(1, None, None))
+        shape3 = col.shape
         n_scan, n_pix = col.shape[1:]
+        for p in ("PRODUCT/latitude", "PRODUCT/longitude"):
+            self.check_variable(nc, infos[p], shape=shape3)
+        self.check_variable(nc, infos["PRODUCT/delta_time"], shape=(1, n_scan))
         cs = self.chunk_length(col, 1, chunks, self.default_chunk)
         ch3 = (1, cs, n_pix)
-        lat = self.read_float(nc, infos["PRODUCT/latitude"], ch3)[0]
-        lon = self.read_float(nc, infos["PRODUCT/longitude"], ch3)[0]
+        lat = self.read_coordinate(nc, infos["PRODUCT/latitude"], ch3, "latitude")[0]
+        lon = self.read_coordinate(nc, infos["PRODUCT/longitude"], ch3, "longitude")[0]
         units = self.species_info.units
         value = self.read_converted(nc, col, units, ch3)[0]
         prec_path = self.precision
-        prec = self.read_converted(nc, nc.variable(prec_path), units, ch3)[0] if nc.has(prec_path) else None
+        prec = None
+        if nc.has(prec_path):
+            prec_info = self.check_variable(nc, nc.variable(prec_path), shape=shape3)
+            prec = self.read_converted(nc, prec_info, units, ch3)[0]
         t_line = self._times(nc, infos["PRODUCT/delta_time"], (1, cs))
         time = da.broadcast_to(t_line[:, None], (n_scan, n_pix))
-        qa_ok, q, rule = self._qa(nc, qa_threshold, ch3)
+        qa_ok, q, rule = self._qa(nc, qa_threshold, ch3, shape3)
         extra, not_water = self._extras(
-            nc, ch3, surface_classification=surface_classification, drop_water=drop_water,
+            nc, ch3, shape3, surface_classification=surface_classification, drop_water=drop_water,
             averaging_kernel=averaging_kernel,
         )
         valid = da.isfinite(value) & da.isfinite(lat) & da.isfinite(lon) & not_nat(time)
@@ -238,7 +273,7 @@ class _S5PSwathReader(Reader):
             self.species_info, value, col_path, prec, prec_path if prec is not None else None, SWATH_DIMS
         )
         data_vars["valid"] = xr.DataArray(valid, dims=SWATH_DIMS)
-        data_vars.update(self._bounds(nc, ch3))
+        data_vars.update(self._bounds(nc, ch3, shape3))
         data_vars.update(extra)
         coords = {
             "latitude": xr.DataArray(lat, dims=SWATH_DIMS, attrs={"units": "degrees_north", "standard_name": "latitude"}),
@@ -393,13 +428,25 @@ _BLND_NAME = re.compile(
 )
 
 
+def _parse_one_utc(text: str) -> np.datetime64:
+    try:
+        return np.datetime64(text, "ns")
+    except (ValueError, OverflowError):
+        return np.datetime64("NaT", "ns")
+
+
 def _parse_utc_strings(values: np.ndarray) -> np.ndarray:
-    """Kernel: ISO 8601 strings (bytes or str, trailing Z) to datetime64[ns]; blanks -> NaT."""
+    """Kernel: ISO 8601 strings (bytes or str, trailing Z) to datetime64[ns]; blanks and garbage -> NaT."""
     flat = [
-        (v.decode() if isinstance(v, bytes | np.bytes_) else str(v)).strip().rstrip("Z") or "NaT"
+        (v.decode("ascii", errors="replace") if isinstance(v, bytes | np.bytes_) else str(v)).strip().rstrip("Z")
+        or "NaT"
         for v in np.asarray(values, dtype=object).ravel()
     ]
-    return np.array(flat, dtype="datetime64[ns]").reshape(np.shape(values))
+    try:
+        out = np.array(flat, dtype="datetime64[ns]")
+    except (ValueError, OverflowError):  # a damaged string: parse one by one
+        out = np.array([_parse_one_utc(t) for t in flat], dtype="datetime64[ns]")
+    return out.reshape(np.shape(values))
 
 
 class S5PBlendedCH4Reader(Reader):
@@ -411,7 +458,7 @@ class S5PBlendedCH4Reader(Reader):
     default_chunk = 262144
 
     def guess_can_open(self, nc: NCFile) -> bool:
-        """A flat ``nobs`` file with ``methane_mixing_ratio_blended``."""
+        """Claim a flat ``nobs`` file with ``methane_mixing_ratio_blended``."""
         return "nobs" in nc.dimensions() and nc.has("methane_mixing_ratio_blended")
 
     def open(
@@ -436,16 +483,19 @@ class S5PBlendedCH4Reader(Reader):
         """
         paths = ["latitude", "longitude", "methane_mixing_ratio_blended", "time_utc"]
         infos = self.require(nc, paths)
-        col = infos["methane_mixing_ratio_blended"]
+        col = self.check_variable(nc, infos["methane_mixing_ratio_blended"], shape=(None,))
         n = col.shape[0]
+        for p in ("latitude", "longitude"):
+            self.check_variable(nc, infos[p], shape=(n,))
+        self.check_variable(nc, infos["time_utc"], kinds=STRING, shape=(n,))
         ch = (self.chunk_length(col, 0, chunks, self.default_chunk),)
-        lat = self.read_float(nc, infos["latitude"], ch)
-        lon = self.read_float(nc, infos["longitude"], ch)
+        lat = self.read_coordinate(nc, infos["latitude"], ch, "latitude")
+        lon = self.read_coordinate(nc, infos["longitude"], ch, "longitude")
         value = self.read_converted(nc, col, "ppb", ch)
-        prec = (
-            self.read_converted(nc, nc.variable("methane_mixing_ratio_precision"), "ppb", ch)
-            if nc.has("methane_mixing_ratio_precision") else None
-        )
+        prec = None
+        if nc.has("methane_mixing_ratio_precision"):
+            prec_info = self.check_variable(nc, nc.variable("methane_mixing_ratio_precision"), shape=(n,))
+            prec = self.read_converted(nc, prec_info, "ppb", ch)
         tinfo = infos["time_utc"]
         time = lazy_raw(nc, tinfo, ch).map_blocks(
             _parse_utc_strings, dtype="datetime64[ns]", meta=np.empty((0,), dtype="datetime64[ns]")
@@ -455,9 +505,13 @@ class S5PBlendedCH4Reader(Reader):
             q = self.check_threshold(qa_threshold, 0.5)
             rule = f"qa_value > {q:g}" if q > 0 else "none (qa_threshold=0): fill values only"
             if q > 0:
-                qinfo = nc.variable("qa_value")
+                qinfo = self.check_variable(nc, nc.variable("qa_value"), shape=(n,))
+                try:
+                    thr = _qa_threshold_raw(qinfo, q)
+                except VariableLayoutError as exc:
+                    raise VariableLayoutError(f"{nc.path}: {exc}") from None
                 valid = valid & lazy_raw(nc, qinfo, ch).map_blocks(
-                    _qa_ok, threshold_raw=_qa_threshold_raw(qinfo, q), fill=qinfo.fill_value,
+                    _qa_ok, threshold_raw=thr, fill=qinfo.fill_value,
                     dtype=bool, meta=np.empty((0,), dtype=bool),
                 )
         else:
@@ -472,10 +526,12 @@ class S5PBlendedCH4Reader(Reader):
         )
         data_vars["valid"] = xr.DataArray(valid, dims=dims)
         if nc.has("latitude_bounds") and nc.has("longitude_bounds"):
-            for name, units in (("latitude_bounds", "degrees_north"), ("longitude_bounds", "degrees_east")):
-                info = nc.variable(name)
+            for name, units, axis in (("latitude_bounds", "degrees_north", "latitude"),
+                                      ("longitude_bounds", "degrees_east", "longitude")):
+                info = self.check_variable(nc, nc.variable(name), shape=(n, None))
                 data_vars[name] = xr.DataArray(
-                    self.read_float(nc, info, (*ch, info.shape[-1])), dims=(*dims, CORNER_DIM),
+                    self.read_coordinate(nc, info, (*ch, info.shape[-1]), axis, corners=True),
+                    dims=(*dims, CORNER_DIM),
                     attrs={"units": units, "source_variable": name},
                 )
         ds = xr.Dataset(data_vars, coords={
@@ -495,7 +551,7 @@ class S5PBlendedCH4Reader(Reader):
             "instrument": "TROPOMI",
             "species": "CH4",
             "processor_version": (m.group("proc") if m else str(nc.attrs.get("processor_version", ""))),
-            "orbit": int(m.group("orbit")) if m else int(nc.attrs.get("orbit", -1)),
+            "orbit": int(m.group("orbit")) if m else as_int(nc.attrs.get("orbit", -1)),
             "time_coverage_start": start,
             "time_coverage_end": end,
             "qa_threshold": q,
