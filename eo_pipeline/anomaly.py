@@ -42,6 +42,7 @@ import xarray as xr
 from numba import njit
 
 from .errors import QualityWarning, ReaderOptionError, warn
+from .grid import GridSpec
 from .schema import SPECIES, SpeciesInfo
 
 __all__ = ["regional_anomaly", "Region", "REGION_SETS", "parse_regions", "MAD_SCALE"]
@@ -140,14 +141,17 @@ def _is_grid(ds: xr.Dataset, var: str) -> bool:
 
 
 def cell_lonlat(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Lon/lat (degrees) of the cell centres of a gridded dataset, shape (y, x)."""
-    x, y = np.meshgrid(ds["x"].values, ds["y"].values)
-    crs = ds.coords.get("crs")
-    if crs is None or ds["x"].attrs.get("units") == "degrees_east":
-        return x, y
-    from pyproj import CRS, Transformer
+    """Lon/lat (degrees) of the cell centres of a gridded dataset, shape (y, x), in the dataset's order.
 
-    t = Transformer.from_crs(CRS.from_wkt(crs.attrs["crs_wkt"]), "EPSG:4326", always_xy=True)
+    The CRS is the one :meth:`GridSpec.from_dataset` finds (grid mapping, or plain lon/lat).
+    """
+    from pyproj import Transformer
+
+    grid = GridSpec.from_dataset(ds)
+    x, y = np.meshgrid(ds["x"].values, ds["y"].values)
+    if grid.is_geographic:
+        return x, y
+    t = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
     lon, lat = t.transform(x, y)
     return np.asarray(lon), np.asarray(lat)
 
@@ -229,8 +233,10 @@ def _finish(ds: xr.Dataset, info: SpeciesInfo, var: str, background: Any, spread
     bg = xr.DataArray(background, dims=dims, coords=value.coords)
     out[f"{info.name}_background"] = bg.assign_attrs(
         units=units, long_name=f"background {info.name} ({method})", **common)
+    # the anomaly is the cell's statistic minus a background: it keeps the statistic's CF cell methods
+    methods = {"cell_methods": value.attrs["cell_methods"]} if "cell_methods" in value.attrs else {}
     out[f"{info.name}_anomaly"] = (value - bg).astype(np.float32).assign_attrs(
-        units=units, long_name=f"{info.name} minus its background ({method})", **common)
+        units=units, long_name=f"{info.name} minus its background ({method})", **methods, **common)
     if zscore:
         sp = xr.DataArray(spread, dims=dims, coords=value.coords)
         z = xr.apply_ufunc(_zscore, value, bg, sp, dask="parallelized", output_dtypes=[np.float32])

@@ -25,6 +25,7 @@ import pandas as pd
 
 from .errors import ConfigError
 from .forest import ForestResult, compute_forest
+from .grid import GridSpec
 from .sinks import (
     NET_CONVENTION,
     RemovalFactorTable,
@@ -153,7 +154,7 @@ def _write_maps(maps: Any, out_dir: Path, stem: str, year: int, formats: tuple[s
     if "quicklook" in formats:
         outlines = []
         if regions is not None:
-            for geom in regions.to_crs(maps["crs"].attrs["crs_wkt"]).geometry:
+            for geom in regions.to_crs(GridSpec.from_dataset(maps).crs).geometry:
                 for poly in getattr(geom, "geoms", [geom]):
                     if hasattr(poly, "exterior"):
                         outlines.append((np.asarray(poly.exterior.coords), "region"))

@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterator, Sequence
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import yaml
@@ -24,9 +24,12 @@ from affine import Affine
 from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
 
-from .errors import ConfigError, GridError
+from .errors import ConfigError, EOPipelineError, GridError
 
-__all__ = ["GridSpec", "named_grid", "grid_names", "grid_sources", "user_grids_file", "load_grids",
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = ["GridSpec", "north_up", "named_grid", "grid_names", "grid_sources", "user_grids_file", "load_grids",
            "ellipsoidal_band_area"]
 
 
@@ -115,6 +118,65 @@ class GridSpec:
         cols = _ncells(east - west, xres)
         rows = _ncells(north - south, yres)
         return cls(crs, Affine(xres, 0.0, west, 0.0, -yres, north), (rows, cols), name=name)
+
+    @classmethod
+    def from_dataset(cls, ds: xr.Dataset | xr.DataArray) -> GridSpec:
+        """The north-up grid on which the ``x``/``y`` coordinates of ``ds`` lie.
+
+        The coordinates are the truth: a map cut (``isel``/``sel``), flipped, subsampled
+        (``isel(x=slice(0, None, 2))``) or coarsened (``coarsen(x=2, y=2).mean()``) with
+        plain xarray gives the grid it now covers. Cached attributes such as GDAL's
+        ``GeoTransform`` are never trusted.
+
+        Parameters
+        ----------
+        ds : xarray.Dataset or xarray.DataArray
+            A map with 1-D ``x`` and ``y`` coordinates of cell centres (CRS units:
+            degrees for lon/lat grids, usually metres otherwise), regularly spaced in
+            either direction. The CRS comes from the grid mapping: the variable named by
+            a ``grid_mapping`` attribute (or encoding) of a data variable, else a ``crs``
+            coordinate, else a rioxarray-style ``spatial_ref`` coordinate (its
+            ``crs_wkt``/``spatial_ref`` attribute, or its CF grid-mapping attributes).
+            Without any, ``x``/``y`` in ``degrees_east``/``degrees_north`` mean EPSG:4326.
+
+        Returns
+        -------
+        GridSpec
+            North-up (``a > 0``, ``e < 0``) whatever the order of the coordinates; use
+            :func:`north_up` to put the data in the same order. Its name is the
+            dataset's ``grid`` attribute when that names a registered grid equal to the
+            recovered one, else None.
+
+        Raises
+        ------
+        GridError
+            Missing or non-regular ``x``/``y`` (the message names the coordinate, its
+            largest deviation from a regular spacing and the fix), or no CRS.
+
+        Notes
+        -----
+        Spacing is regular when every centre lies within ``1e-6`` cells (or, for coarse
+        floating-point types, 4 ulp of the largest value) of the straight line through
+        the first and last ones: float64 round-off and coarsen's averaged centres pass,
+        irregular axes do not. A dimension of size 1 has no spacing: only then is the
+        cell size taken from the grid mapping's ``GeoTransform`` attribute (an error
+        without one). Where that attribute agrees with the coordinates to ``1e-9``
+        (relative), its cell size and its cell lattice are used to remove float
+        round-off, so that an uncut map gives back exactly the grid it was made on.
+        """
+        xs = _axis_values(ds, "x")
+        ys = _axis_values(ds, "y")
+        mapping = _grid_mapping(ds)
+        crs = _crs_of(ds, mapping)
+        hint = _geotransform(mapping)
+        x0, dx = _regular_axis(xs, "x", None if hint is None else hint.a)
+        y0, dy = _regular_axis(ys, "y", None if hint is None else -hint.e)
+        west = min(x0, x0 + dx * (xs.size - 1)) - abs(dx) / 2.0
+        north = max(y0, y0 + dy * (ys.size - 1)) + abs(dy) / 2.0
+        transform = _snap(Affine(abs(dx), 0.0, west, 0.0, -abs(dy), north), hint)
+        grid = cls(crs, transform, (ys.size, xs.size))
+        name = ds.attrs.get("grid")
+        return grid.with_name(name) if isinstance(name, str) and name and _registered(name, grid) else grid
 
     # ------------------------------------------------------------ properties
     @property
@@ -257,6 +319,7 @@ class GridSpec:
     def cf_grid_mapping(self) -> dict[str, Any]:
         """Attributes of a CF ``crs`` grid-mapping variable (with ``crs_wkt`` and GDAL's ``GeoTransform``)."""
         attrs = dict(self.crs.to_cf())
+        attrs.setdefault("long_name", "coordinate reference system")
         attrs["crs_wkt"] = self.crs.to_wkt()
         attrs["spatial_ref"] = attrs["crs_wkt"]
         t = self._transform
@@ -299,6 +362,171 @@ def _ncells(extent: float, res: float) -> int:
     n = extent / res
     nearest = round(n)
     return int(nearest) if abs(n - nearest) < 1e-6 * max(1.0, abs(n)) else int(math.ceil(n))
+
+
+# ------------------------------------------------------------------ grids of xarray objects
+
+#: Deviation from a regular spacing accepted in ``x``/``y`` (cells): round-off, not resampling.
+REGULAR_TOLERANCE = 1e-6
+#: Relative agreement needed before a ``GeoTransform`` attribute is used to snap away round-off.
+SNAP_TOLERANCE = 1e-9
+_DEGREES_EAST = ("degrees_east", "degree_east", "degrees_e", "degree_e", "degreese", "degreee")
+_DEGREES_NORTH = ("degrees_north", "degree_north", "degrees_n", "degree_n", "degreesn", "degreen")
+
+_XR = TypeVar("_XR")
+
+
+def north_up(ds: _XR) -> _XR:
+    """``ds`` with ``y`` descending (north first) and ``x`` ascending (west first).
+
+    The data are flipped to match, lazily (``isel`` with a reversed slice), so the
+    result lines up with :meth:`GridSpec.from_dataset` (row 0 is the northern edge,
+    column 0 the western one). Axes already in that order (and axes of size 1) are
+    left alone; a dataset in north-up order is returned as it is.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset or xarray.DataArray
+        A map with 1-D ``x`` and ``y`` coordinates (cell centres, CRS units).
+    """
+    flips: dict[str, slice] = {}
+    for dim, descending in (("y", True), ("x", False)):
+        values = _axis_values(ds, dim)
+        if values.size > 1 and bool(values[0] > values[-1]) != descending:
+            flips[dim] = slice(None, None, -1)
+    return ds.isel(flips) if flips else ds  # type: ignore[attr-defined]
+
+
+def _axis_values(ds: Any, dim: str) -> np.ndarray:
+    """The 1-D coordinate values of dimension ``dim`` (float64), or a GridError saying what is missing."""
+    if dim not in ds.dims or dim not in ds.coords:
+        raise GridError(
+            f"the map has no '{dim}' coordinate (dims {tuple(ds.dims)}); a map needs 1-D 'x' and 'y' coordinates "
+            "of cell centres: rename its spatial dimensions to x/y (ds.rename(lon='x', lat='y')) and keep their "
+            "coordinates")
+    values = np.asarray(ds.coords[dim].values)
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.number):
+        raise GridError(f"coordinate '{dim}' must be 1-D numbers (cell centres), got {values.dtype} of shape "
+                        f"{values.shape}")
+    if values.size == 0:
+        raise GridError(f"coordinate '{dim}' is empty: the map has no cells along {dim}; check the selection")
+    if not np.isfinite(values).all():
+        raise GridError(f"coordinate '{dim}' holds NaN or infinite values; a map needs finite cell centres")
+    return values
+
+
+def _regular_axis(values: np.ndarray, dim: str, size_one_step: float | None) -> tuple[float, float]:
+    """First centre and signed spacing of a regularly spaced axis (see :meth:`GridSpec.from_dataset`)."""
+    v = values.astype(np.float64)
+    if v.size == 1:
+        if size_one_step is None or not (math.isfinite(size_one_step) and size_one_step > 0):
+            raise GridError(
+                f"coordinate '{dim}' has a single value, so it gives no cell size, and the grid mapping has no "
+                f"GeoTransform attribute to take it from; keep at least two cells along {dim} "
+                f"(isel({dim}=slice(k, k + 2)) instead of isel({dim}=k)) or write the cell size in the grid mapping")
+        return float(v[0]), size_one_step if dim == "x" else -size_one_step
+    step = (v[-1] - v[0]) / (v.size - 1)
+    if step == 0:
+        raise GridError(f"coordinate '{dim}' holds {v.size} equal values ({v[0]!r}); cell centres must differ")
+    fitted = v[0] + step * np.arange(v.size)
+    deviation = float(np.max(np.abs(v - fitted)))
+    ulp = 4.0 * np.finfo(values.dtype if np.issubdtype(values.dtype, np.floating) else np.float64).eps
+    tolerance = max(REGULAR_TOLERANCE * abs(step), ulp * float(np.max(np.abs(v))))
+    if deviation > tolerance:
+        worst = int(np.argmax(np.abs(v - fitted)))
+        raise GridError(
+            f"coordinate '{dim}' is not regularly spaced: its largest deviation from the even spacing "
+            f"{step:.10g} between its first and last values is {deviation:.6g} ({deviation / abs(step):.3g} cells, "
+            f"at index {worst}, {dim}={float(v[worst])!r}; tolerance {tolerance / abs(step):.1g} cells); maps are "
+            "written on regular grids only: resample it onto evenly spaced "
+            f"{dim} values first (e.g. with ds.interp or ds.reindex), or grid the soundings again")
+    return float(v[0]), float(step)
+
+
+def _grid_mapping(ds: Any) -> tuple[str, dict[str, Any]] | None:
+    """Name and attributes of the grid-mapping variable of ``ds`` (see :meth:`GridSpec.from_dataset`)."""
+    named: list[str] = []
+    holders = [ds] if not hasattr(ds, "data_vars") else [ds, *ds.data_vars.values()]
+    for var in holders:
+        for source in (var.attrs, getattr(var, "encoding", {})):
+            name = source.get("grid_mapping")
+            if isinstance(name, str) and name.split(":")[0].strip() not in named:
+                named.append(name.split(":")[0].strip())
+    variables = ds.coords if not hasattr(ds, "data_vars") else ds.variables
+    for name in [*named, "crs", "spatial_ref"]:
+        if name in variables:
+            attrs = dict(variables[name].attrs)
+            if any(k in attrs for k in ("crs_wkt", "spatial_ref", "grid_mapping_name")):
+                return name, attrs
+    return None
+
+
+def _crs_of(ds: Any, mapping: tuple[str, dict[str, Any]] | None) -> str:
+    """The grid's CRS text from the grid mapping, or EPSG:4326 for plain lon/lat axes."""
+    if mapping is not None:
+        name, attrs = mapping
+        text = attrs.get("crs_wkt") or attrs.get("spatial_ref")
+        try:
+            return _norm_crs(text if text else CRS.from_cf(attrs))
+        except (GridError, CRSError) as exc:
+            raise GridError(f"grid mapping '{name}' does not describe a CRS pyproj understands ({exc}); "
+                            "replace it, e.g. with ds.rio.write_crs('EPSG:4326')") from exc
+    x_units = str(ds.coords["x"].attrs.get("units", "")).lower()
+    y_units = str(ds.coords["y"].attrs.get("units", "")).lower()
+    if x_units in _DEGREES_EAST and y_units in _DEGREES_NORTH:
+        return "EPSG:4326"
+    raise GridError(
+        "the map has no grid mapping (no 'crs' or 'spatial_ref' coordinate with a crs_wkt attribute, and no "
+        "data variable whose grid_mapping attribute names one), and its x/y are not in degrees_east/"
+        f"degrees_north (units {x_units or 'none'!r}/{y_units or 'none'!r}); give it a CRS, e.g. "
+        "ds.rio.write_crs('EPSG:32650') or a 'crs' coordinate with GridSpec.cf_grid_mapping()")
+
+
+def _geotransform(mapping: tuple[str, dict[str, Any]] | None) -> Affine | None:
+    """The north-up GeoTransform attribute of the grid mapping, if any (a hint, never trusted)."""
+    if mapping is None or "GeoTransform" not in mapping[1]:
+        return None
+    try:
+        gt = [float(v) for v in str(mapping[1]["GeoTransform"]).replace(",", " ").split()]
+    except ValueError:
+        return None
+    if len(gt) != 6 or not all(map(math.isfinite, gt)) or gt[2] != 0 or gt[4] != 0 or gt[1] <= 0 or gt[5] >= 0:
+        return None
+    return Affine(gt[1], gt[2], gt[0], gt[4], gt[5], gt[3])
+
+
+def _snap(t: Affine, hint: Affine | None) -> Affine:
+    """``t`` with round-off removed where ``hint`` (a GeoTransform attribute) agrees to SNAP_TOLERANCE.
+
+    A cell size within SNAP_TOLERANCE (relative) of a whole multiple of the hint's (a cut,
+    a subsample or a coarsened map of the hint's grid) becomes that multiple, and an
+    edge within SNAP_TOLERANCE of the hint's half-cell lattice moves onto it.
+    """
+    if hint is None:
+        return t
+    a, c = _snap_axis(t.a, t.c, hint.a, hint.c)
+    e, f = _snap_axis(t.e, t.f, hint.e, hint.f)
+    return Affine(a, 0.0, c, 0.0, e, f)
+
+
+def _snap_axis(step: float, edge: float, hint_step: float, hint_edge: float) -> tuple[float, float]:
+    ratio = step / hint_step
+    m = round(ratio)
+    if m < 1 or abs(ratio - m) > SNAP_TOLERANCE * m:
+        return step, edge
+    half = hint_step / 2.0
+    k = round((edge - hint_edge) / half)
+    snapped = hint_edge + k * half
+    scale = max(abs(step), abs(edge), abs(hint_edge))
+    return m * hint_step, snapped if abs(edge - snapped) <= SNAP_TOLERANCE * scale else edge
+
+
+def _registered(name: str, grid: GridSpec) -> bool:
+    """True when ``name`` is a named grid equal to ``grid`` (so the recovered grid may keep the name)."""
+    try:
+        return named_grid(name) == grid
+    except EOPipelineError:
+        return False
 
 
 @cache

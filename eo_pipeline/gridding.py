@@ -28,8 +28,8 @@ from .footprints import FOV_DIAMETER_KM, circle_footprints, polygons_in_grid, wi
 from .grid import GridSpec, named_grid
 from .schema import SPECIES, SWATH_DIMS, SpeciesInfo, species_of
 
-__all__ = ["grid_soundings", "soundings_partial", "tree_merge", "partial_to_dataset", "Binning", "METHODS",
-           "WEIGHTINGS"]
+__all__ = ["grid_soundings", "soundings_partial", "tree_merge", "partial_to_dataset", "cf_statistic_attrs", "Binning",
+           "METHODS", "WEIGHTINGS"]
 
 METHODS = ("point", "area")
 #: Tile size (cells) of the tile-major cell index, and the COG's internal tiles.
@@ -220,7 +220,34 @@ def _stat_array(partial: Delayed, tiling: Tiling, layer: int, chunk: int, stat: 
 
 
 def _dropped(p: Partial) -> np.ndarray:
-    return np.int64(p.n_dropped)
+    return np.int32(min(p.n_dropped, np.iinfo(np.int32).max))
+
+
+#: CF ``cell_methods`` of each statistic over the soundings in a cell (and period).
+CELL_METHODS = {"mean": "mean", "std": "standard_deviation", "count": "sum", "weight": "sum", "min": "minimum",
+                "max": "maximum", "uncertainty": "mean"}
+
+
+def cf_statistic_attrs(info: SpeciesInfo, stat: str, *, with_time: bool) -> dict[str, str]:
+    """CF ``standard_name``, ``cell_methods`` (and ``ancillary_variables``) of a Level-3 statistic.
+
+    The mean, spread, minimum and maximum are the species' quantity with the cell method
+    saying which statistic over the cell's area (and, with a time axis, the period);
+    the count is ``number_of_observations``; the uncertainty is the ``standard_error`` of
+    the mean. Standard names come from the CF standard-name table; a species without one
+    gets none.
+    """
+    attrs = {"cell_methods": f"area: {'time: ' if with_time else ''}{CELL_METHODS[stat]}"}
+    base = info.standard_name
+    if stat == "count":
+        attrs["standard_name"] = "number_of_observations"
+    elif stat == "uncertainty" and base:
+        attrs["standard_name"] = f"{base} standard_error"
+    elif stat in ("mean", "std", "min", "max") and base:
+        attrs["standard_name"] = base
+    if stat == "mean":
+        attrs["ancillary_variables"] = f"{info.name}_uncertainty {info.name}_count"
+    return attrs
 
 
 def partial_to_dataset(
@@ -270,9 +297,10 @@ def partial_to_dataset(
         arr = stat_array(stat)
         arr = arr.astype(np.int32) if dtype == "i4" else arr
         data_vars[f"{info.name}_{stat}"] = xr.DataArray(
-            arr, dims=dims, attrs={"units": u, "long_name": long_name, "grid_mapping": "crs"})
+            arr, dims=dims, attrs={"units": u, "long_name": long_name, "grid_mapping": "crs",
+                                   **cf_statistic_attrs(info, stat, with_time=times is not None)})
     data_vars["n_footprints_dropped"] = xr.DataArray(
-        da.from_delayed(dask.delayed(_dropped, pure=True)(partial), shape=(), dtype=np.int64),
+        da.from_delayed(dask.delayed(_dropped, pure=True)(partial), shape=(), dtype=np.int32),
         attrs={"long_name": "footprints that could not be projected onto the grid and were dropped", "units": "1"})
     if times is not None and time_bounds is not None:
         data_vars["time_bounds"] = xr.DataArray(np.asarray(time_bounds, "datetime64[ns]"), dims=("time", "nv"))
@@ -304,12 +332,16 @@ def provenance(products: Sequence[xr.Dataset]) -> dict[str, Any]:
     ends = sorted(p.attrs.get("time_coverage_end", "") for p in products if p.attrs.get("time_coverage_end"))
     files = [p.attrs.get("source_file", "") for p in products]
     procs = sorted({f"{p.attrs.get('product', '')} {p.attrs.get('processor_version', '')}".strip() for p in products})
+    sources = sorted({" ".join(str(p.attrs.get(k, "")) for k in ("platform", "instrument", "product")).strip()
+                      + (f" (processor {p.attrs['processor_version']})" if p.attrs.get("processor_version") else "")
+                      for p in products})
     return {
         "time_coverage_start": starts[0] if starts else "",
         "time_coverage_end": ends[-1] if ends else "",
         "input_files": ", ".join(files),
         "n_input_files": len(files),
         "processor_versions": "; ".join(procs),
+        "source": "; ".join(s for s in sources if s),
         "qa_rules": "; ".join(sorted({str(p.attrs.get("qa_rule", "")) for p in products})),
     }
 

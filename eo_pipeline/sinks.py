@@ -353,7 +353,9 @@ def carbon_maps(result: Any, year: int, *, zone: ZoneFactors | None = None) -> A
     Variables: ``forest_fraction`` (tree-cover area in ``year`` / mapped area of the
     cell, 1), ``treecover_ha``, ``loss_ha`` (lost in ``year``), and with a zone
     ``removals_tco2_per_ha`` (t CO2/ha/yr of cell area) and, where emissions exist,
-    ``net_tco2e_per_ha`` (t CO2e/ha/yr, negative = net sink). Cells without data are NaN.
+    ``net_tco2e_per_ha`` (t CO2e/ha/yr, negative = net sink); their ``units`` are
+    ``t ha-1 yr-1`` (UDUNITS has no unit for "of CO2"; the long names say it). Cells
+    without data are NaN.
     The mapped area of a cell is its area covered by valid treecover pixels (and by the
     regions, when given).
     """
@@ -381,18 +383,20 @@ def carbon_maps(result: Any, year: int, *, zone: ZoneFactors | None = None) -> A
         with np.errstate(invalid="ignore", divide="ignore"):
             rem = tc_ha * rf
             out["removals_tco2_per_ha"] = (np.where(has, rem / mapped_ha, np.nan),
-                                           {"units": "t CO2 ha-1 yr-1", "long_name": f"gross removals per ha of cell, {year}",
+                                           {"units": "t ha-1 yr-1", "long_name": f"gross removals of CO2 per ha of cell (t CO2), {year}",
                                             "removal_factor": f"{zone.removal_factor.value} t C/ha/yr ({zone.key})"})
             em = _emissions(cells, ys, zone, result)
             if em is not None:
                 out["net_tco2e_per_ha"] = (np.where(has, (em[0][:, 0] - rem) / mapped_ha, np.nan),
-                                           {"units": "t CO2e ha-1 yr-1", "long_name": f"net flux per ha of cell, {year}",
+                                           {"units": "t ha-1 yr-1", "long_name": f"net flux per ha of cell (t CO2e), {year}",
                                             "sign_convention": NET_CONVENTION})
     coords: dict[str, Any] = dict(grid.coords())
     coords["crs"] = ((), np.int32(0), grid.cf_grid_mapping())
     data_vars = {k: (("y", "x"), v.reshape(shape).astype(np.float32), {**a, "grid_mapping": "crs"})
                  for k, (v, a) in out.items()}
+    layers = [result.layers.treecover, *result.layers.others().values()]
+    source = "; ".join(os.path.basename(m.describe) for m in layers)  # the input rasters (CF 'source')
     return xr.Dataset(data_vars, coords=coords, attrs={
-        "title": f"eo_pipeline forest carbon maps, {year}", "year": int(year),
+        "title": f"eo_pipeline forest carbon maps, {year}", "year": int(year), "source": source,
         "net_sign_convention": NET_CONVENTION, "Conventions": "CF-1.8",
         **{k: str(v) for k, v in result.parameters.items()}})

@@ -11,6 +11,13 @@ global grid to build them. A VRT then ties the levels together and GDAL's COG dr
 copies it (float32, NaN nodata, DEFLATE with the floating-point predictor, 512 x 512
 tiles, the overviews as they are) into the target, which is renamed into place: a
 failed run leaves nothing half-written.
+
+The georeferencing comes from the map's ``x``/``y`` coordinates
+(:meth:`GridSpec.from_dataset`), so maps cut, flipped, subsampled or coarsened with
+plain xarray are written where their coordinates say, north-up. The temporary files
+are created by the first task of the graph and all carry the names of
+:mod:`eo_pipeline.io._atomic`; any task that fails removes them and raises one
+:class:`~eo_pipeline.errors.OutputError` naming the target, the cause and the fix.
 """
 
 from __future__ import annotations
@@ -32,9 +39,10 @@ from affine import Affine
 from rasterio.windows import Window
 
 from ..errors import OutputError
-from ..grid import GridSpec
+from ..grid import GridSpec, north_up
+from ._atomic import remove_temporaries, temp_path, write_failed
 
-__all__ = ["write_cog", "grid_of", "overview_levels"]
+__all__ = ["write_cog", "overview_levels"]
 
 BLOCK = 512
 _LOCKS: dict[str, threading.Lock] = {}
@@ -47,16 +55,6 @@ def _local_lock(path: str) -> threading.Lock:
         return _LOCKS.setdefault(path, threading.Lock())
 
 
-def grid_of(ds: xr.Dataset | xr.DataArray) -> GridSpec:
-    """Recover the :class:`GridSpec` of a dataset written by eo_pipeline (``crs`` + x/y)."""
-    crs_var = ds.coords.get("crs")
-    if crs_var is None or "crs_wkt" not in crs_var.attrs:
-        raise OutputError("dataset has no 'crs' grid-mapping coordinate; pass one made by eo_pipeline")
-    gt = [float(v) for v in crs_var.attrs["GeoTransform"].split()]
-    transform = Affine(gt[1], gt[2], gt[0], gt[4], gt[5], gt[3])
-    return GridSpec(crs_var.attrs["crs_wkt"], transform, (ds.sizes["y"], ds.sizes["x"]))
-
-
 def overview_levels(shape: tuple[int, int], block: int = BLOCK) -> int:
     """Number of 2x overview levels until the image fits in one block (the COG rule)."""
     rows, cols = shape
@@ -67,19 +65,18 @@ def overview_levels(shape: tuple[int, int], block: int = BLOCK) -> int:
     return n
 
 
-def _is_empty(block: np.ndarray) -> bool:
-    """True for a block without data: empty, or a broadcast fill view from the finalize step."""
-    if block.size == 0:
-        return True
-    if 0 in block.strides:
-        first = block.flat[0]
-        return bool(np.isnan(first) or first == 0)
-    return False
+def uniform_view(block: np.ndarray) -> bool:
+    """True for a constant broadcast view (stride 0 along every axis longer than 1).
+
+    The finalize step returns such views for blocks without data, so they cost no
+    memory; a view broadcast along one axis only is not constant and does not count.
+    """
+    return bool(block.size) and all(s == 0 for s, n in zip(block.strides, block.shape, strict=True) if n > 1)
 
 
 def _as_float32(block: np.ndarray) -> np.ndarray:
     """Kernel: cast to float32, keeping broadcast views of empty blocks as views."""
-    if block.size and 0 in block.strides:
+    if uniform_view(block):
         return np.broadcast_to(np.float32(block.flat[0]), block.shape)
     return np.asarray(block, np.float32)
 
@@ -88,7 +85,7 @@ def _coarsen2(block: np.ndarray) -> np.ndarray:
     """Kernel: NaN-aware mean of 2 x 2 cells (odd edges padded with NaN); empty stays a view."""
     rows, cols = block.shape
     out_shape = (-(-rows // 2), -(-cols // 2))
-    if 0 in block.strides:
+    if uniform_view(block):
         return np.broadcast_to(np.asarray(block.flat[0], np.float32), out_shape)
     padded = np.full((out_shape[0] * 2, out_shape[1] * 2), np.nan, np.float32)
     padded[:rows, :cols] = block
@@ -115,14 +112,21 @@ def _pyramid(arr: da.Array, levels: int) -> list[da.Array]:
 
 
 class _BandWriter:
-    """``__setitem__`` target for ``da.store``: writes the non-empty 512-tiles of a block, by path.
+    """``__setitem__`` target: writes the non-empty 512-tiles of a block of one band, by path.
 
     A tile is empty when all its values are NaN, or, for bands where ``zero_is_empty``
     (counts and weights), NaN or 0. Empty tiles are never written, so they read back as
-    nodata and cost nothing in the file.
+    nodata and cost nothing in the file (the bands are tiled apart, so this holds per band).
+
+    A failed write removes the output's temporaries before the file's lock is released.
+    A write that finds its temporary file gone (before or after failing) returns quietly:
+    the task that removed it reports the failure, and the final task, which needs the
+    file, can never complete the output without it.
     """
 
-    def __init__(self, path: str, band: int, shape: tuple[int, int], lock: Any, zero_is_empty: bool) -> None:
+    def __init__(self, path: str, band: int, shape: tuple[int, int], lock: Any, zero_is_empty: bool,
+                 target: str) -> None:
+        self.target = target
         self.path = path
         self.band = band
         self.shape = shape
@@ -137,7 +141,7 @@ class _BandWriter:
         return bool(np.isnan(tile).all())
 
     def __setitem__(self, key: tuple[slice, slice], block: np.ndarray) -> None:
-        if _is_empty(block):
+        if block.size == 0 or (uniform_view(block) and self._empty(block.flat[:1])):
             return
         r0, c0 = key[0].start or 0, key[1].start or 0
         writes = []
@@ -151,9 +155,20 @@ class _BandWriter:
         if not writes:
             return
         lock = self.lock if self.lock is not None else _local_lock(self.path)
-        with lock, rasterio.open(self.path, "r+") as dst:
-            for window, tile in writes:
-                dst.write(np.asarray(tile, np.float32), self.band, window=window)
+        with lock:
+            if not os.path.exists(self.path):
+                return  # the output already failed (see the class docstring)
+            try:
+                with rasterio.open(self.path, "r+") as dst:
+                    for window, tile in writes:
+                        dst.write(np.asarray(tile, np.float32), self.band, window=window)
+            except Exception as exc:  # noqa: BLE001 - one clear message for any library failure
+                if not os.path.exists(self.path):
+                    return
+                raise write_failed(self.target, "GeoTIFF", exc) from exc
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        return ("eo_pipeline._BandWriter", self.target, self.path, self.band, self.shape, self.zero_is_empty)
 
 
 def _tile_edges(start: int, length: int) -> list[int]:
@@ -179,12 +194,12 @@ def _default_lock(path: str) -> Any:
 
 
 def _create(path: Path, grid: GridSpec, shape: tuple[int, int], transform: Affine, count: int) -> None:
-    # temporary levels are compressed fast; the COG copy compresses them properly once
+    """Kernel: an empty, sparse, tiled float32 GeoTIFF (compressed fast; the COG copy compresses it once, well)."""
     profile = {
         "driver": "GTiff", "dtype": "float32", "count": count, "width": shape[1], "height": shape[0],
         "crs": grid.crs.to_wkt(), "transform": transform, "nodata": np.nan, "tiled": True,
         "blockxsize": BLOCK, "blockysize": BLOCK, "compress": "deflate", "zlevel": 1, "sparse_ok": True,
-        "bigtiff": "YES",
+        "bigtiff": "YES", "interleave": "band",  # bands tiled apart: a band's skipped tile reads as nodata
     }
     with rasterio.open(path, "w", **profile):
         pass
@@ -220,12 +235,41 @@ def _vrt(files: Sequence[str], shapes: Sequence[tuple[int, int]], grid: GridSpec
     return "".join(parts)
 
 
+def _create_levels(target: str, files: Sequence[str], shapes: Sequence[tuple[int, int]], grid: GridSpec,
+                   count: int) -> Sequence[str]:
+    """First task: the empty temporary GeoTIFF of every level (inside the graph, so a failed compute cleans it)."""
+    try:
+        for f, shape in zip(files, shapes, strict=True):
+            scale = Affine.scale(grid.shape[1] / shape[1], grid.shape[0] / shape[0])
+            _create(Path(f), grid, shape, grid.transform @ scale, count)
+    except Exception as exc:  # noqa: BLE001 - one clear message for any library failure
+        raise write_failed(target, "GeoTIFF", exc) from exc
+    return files
+
+
+def _write_block(_created: Any, block: np.ndarray, writer: _BandWriter, row0: int, col0: int, target: str) -> None:
+    """Task: one block of one band and level into its temporary file."""
+    try:
+        writer[(slice(row0, row0 + block.shape[0]), slice(col0, col0 + block.shape[1]))] = block
+    except Exception as exc:  # noqa: BLE001
+        raise write_failed(target, "GeoTIFF", exc) from exc
+
+
+def _block_writes(arr: da.Array, writer: _BandWriter, created: Any, target: str) -> list[Any]:
+    """One write task per block of ``arr`` (the blocks keep their keys, so shared work is computed once)."""
+    blocks = arr.to_delayed(optimize_graph=False)
+    starts = [np.concatenate(([0], np.cumsum(c[:-1]))).astype(int) for c in arr.chunks]
+    task = dask.delayed(_write_block, pure=True)
+    return [task(created, blocks[i, j], writer, int(starts[0][i]), int(starts[1][j]), target)
+            for i, j in np.ndindex(*blocks.shape)]
+
+
 def _finish(_stored: Any, files: Sequence[str], shapes: Sequence[tuple[int, int]], grid: GridSpec, path: str,
             names: Sequence[str], tags: Mapping[str, str], band_tags: Mapping[str, Mapping[str, str]]) -> str:
-    """Tie the levels together in a VRT and copy it into a COG; move it into place."""
+    """Last task: tie the levels together in a VRT, copy it into a COG, move that into place."""
     target = Path(path)
-    vrt = target.with_name(f".{target.name}.vrt")
-    cog_tmp = target.with_name(f".{target.name}.cog-tmp")
+    vrt = temp_path(target, "vrt", suffix=".vrt")
+    cog_tmp = temp_path(target, "cog", suffix=".tif")
     try:
         vrt.write_text(_vrt(files, shapes, grid, names, tags, band_tags))
         with rasterio.Env(GDAL_CACHEMAX=256):
@@ -235,10 +279,23 @@ def _finish(_stored: Any, files: Sequence[str], shapes: Sequence[tuple[int, int]
                 bigtiff="IF_SAFER",
             )
         os.replace(cog_tmp, target)
-    finally:
-        for p in (*[Path(f) for f in files], vrt, cog_tmp):
-            p.unlink(missing_ok=True)
+    except Exception as exc:  # noqa: BLE001
+        raise write_failed(target, "GeoTIFF", exc) from exc
+    remove_temporaries(target)
     return path
+
+
+def _bands(ds: xr.Dataset, variables: Sequence[str] | None, path: str) -> list[str]:
+    names = list(variables) if variables is not None else [
+        n for n, v in ds.data_vars.items() if set(v.dims) == {"y", "x"}]
+    if not names:
+        raise OutputError(f"{path}: nothing to write (no (y, x) variables)")
+    for n in names:
+        if n not in ds.data_vars or set(ds[n].dims) != {"y", "x"}:
+            dims = tuple(ds[n].dims) if n in ds.variables else "missing"
+            raise OutputError(f"{path}: variable {n!r} is not a (y, x) map (dims {dims}); select one time step "
+                              "first (ds.isel(time=k)) or leave it out of variables=")
+    return names
 
 
 def write_cog(
@@ -255,7 +312,9 @@ def write_cog(
     Parameters
     ----------
     ds : xarray.Dataset
-        Gridded dataset made by eo_pipeline (with a ``crs`` grid-mapping coordinate).
+        Gridded map with 1-D ``x``/``y`` cell-centre coordinates (CRS units) and a grid
+        mapping (see :meth:`GridSpec.from_dataset`); cut, flipped, subsampled or
+        coarsened maps are written where their coordinates say, north-up.
     path : path-like
         Target ``.tif``; replaced atomically when complete.
     variables : sequence of str, optional
@@ -270,50 +329,54 @@ def write_cog(
     lock : optional
         Lock serialising writes to the temporary files; default one process-local lock
         per file, or a ``distributed.Lock`` per file when a distributed client is active.
+
+    Returns
+    -------
+    str or dask.delayed.Delayed
+        The path written, or the Delayed that writes it.
+
+    Raises
+    ------
+    GridError
+        The coordinates are not regular, or the map has no CRS (before anything is written).
+    OutputError
+        The file cannot be written (for example no space left on device, or the file
+        size limit), with one line naming the target, the cause and the fix; no
+        temporary file and no partial target is left behind.
     """
     path = str(Path(path))
     if not path.lower().endswith((".tif", ".tiff")):
         raise OutputError(f"{path}: a GeoTIFF output must end in .tif")
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    grid = grid_of(ds)
-    names = list(variables) if variables is not None else [
-        n for n, v in ds.data_vars.items() if v.dims == ("y", "x")]
-    if not names:
-        raise OutputError(f"{path}: nothing to write (no (y, x) variables)")
+    grid = GridSpec.from_dataset(ds)
+    ds = north_up(ds)
+    names = _bands(ds, variables, path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_failed(target, "GeoTIFF", exc) from exc
     levels = overview_levels(grid.shape)
-    bands = [da.asarray(ds[n].data) for n in names]
+    bands = [da.asarray(ds[n].transpose("y", "x").data) for n in names]
     bands = [b if b.dtype == np.float32 else b.map_blocks(_as_float32, dtype=np.float32) for b in bands]
     pyramids = [_pyramid(b, levels) for b in bands]
-    files, shapes = [], []
-    try:
-        for k in range(levels + 1):
-            shape = pyramids[0][k].shape
-            f = str(target.with_name(f".{target.name}.l{k}.tif"))
-            scale = Affine.scale(grid.shape[1] / shape[1], grid.shape[0] / shape[0])
-            _create(Path(f), grid, shape, grid.transform @ scale, len(names))
-            files.append(f)
-            shapes.append(shape)
-    except rasterio.errors.RasterioIOError as exc:
-        for f in files:
-            Path(f).unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot create the GeoTIFF ({exc})") from exc
+    shapes = [arr.shape for arr in pyramids[0]]
+    files = [str(temp_path(target, f"l{k}", suffix=".tif")) for k in range(levels + 1)]
+    created = dask.delayed(_create_levels, pure=True)(path, files, shapes, grid, len(names))
     locks = [lock if lock is not None else _default_lock(f) for f in files]
-    sources, targets = [], []
+    writes = []
     for b, pyr in enumerate(pyramids, start=1):
         for k, arr in enumerate(pyr):
-            sources.append(arr)
-            targets.append(_BandWriter(files[k], b, arr.shape, locks[k], names[b - 1].endswith(("_count", "_weight"))))
-    stored = da.store(sources, targets, lock=False, compute=False)
+            zero_is_empty = names[b - 1].endswith(("_count", "_weight"))
+            writer = _BandWriter(files[k], b, arr.shape, locks[k], zero_is_empty, path)
+            writes += _block_writes(arr, writer, created, path)
     all_tags = {k: v for k, v in ds.attrs.items() if isinstance(v, str | int | float)}
     all_tags.update(tags or {})
     band_tags = {n: {k: ds[n].attrs[k] for k in ("units", "long_name") if k in ds[n].attrs} for n in names}
-    result = dask.delayed(_finish, pure=False)(stored, files, shapes, grid, path, names, all_tags, band_tags)
+    result = dask.delayed(_finish, pure=True)(writes, files, shapes, grid, path, names, all_tags, band_tags)
     if compute:
         try:
             return result.compute()
         except BaseException:
-            for f in files:
-                Path(f).unlink(missing_ok=True)
+            remove_temporaries(target)
             raise
     return result

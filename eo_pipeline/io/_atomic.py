@@ -1,0 +1,191 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Temporary names of the writers, and one clear error when writing fails.
+
+Every writer writes each output under hidden temporary names next to it and renames
+the finished file into place, so a final name never holds a partial file. All those
+names have one pattern, ``.{target.name}.{tag}.eo-tmp{suffix}`` (the suffix keeps the
+extension GDAL or netCDF want, such as ``.tif``, ``.vrt`` or ``.nc``), so that
+:func:`temporaries_of` finds everything an output may leave behind (even files the
+libraries add to a temporary's name, like GDAL's ``.ovr.tmp``), and
+:func:`remove_temporaries` cleans up after a failed or killed run.
+
+When a write fails, :func:`write_failed` names the target, says why (no space left
+on device, file size limit exceeded, or the library's message) and what to do, and
+removes the output's temporaries.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import OutputError
+
+__all__ = ["TEMP_MARK", "temp_path", "temporaries_of", "remove_temporaries", "write_failed", "NO_SPACE",
+           "SIZE_LIMIT"]
+
+#: Marker in every temporary name (``.{name}.{tag}.eo-tmp{suffix}``).
+TEMP_MARK = ".eo-tmp"
+NO_SPACE = "no space left on device"
+SIZE_LIMIT = "file size limit exceeded"
+_TAG = re.compile(r"[A-Za-z0-9_-]+")
+#: Free space (bytes) below which a failed write is put down to a full disk.
+_NEARLY_FULL = 2**20
+
+
+def temp_path(target: str | Path, tag: str, *, suffix: str | None = None) -> Path:
+    """Hidden temporary name for one part of ``target``, in the target's folder.
+
+    Parameters
+    ----------
+    target : path
+        The final output file.
+    tag : str
+        Which part (letters, digits, ``_`` and ``-``), e.g. ``"l0"``, ``"vrt"``, ``"part"``.
+    suffix : str, optional
+        Extension of the temporary, for libraries that choose a format by it
+        (default: the target's, e.g. ``.tif``).
+
+    Returns
+    -------
+    pathlib.Path
+        ``<folder>/.{target.name}.{tag}.eo-tmp{suffix}``.
+    """
+    target = Path(target)
+    if not _TAG.fullmatch(tag):
+        raise ValueError(f"temporary tag must be letters, digits, '_' or '-', got {tag!r}")
+    suffix = target.suffix if suffix is None else suffix
+    return target.with_name(f".{target.name}.{tag}{TEMP_MARK}{suffix}")
+
+
+def temporaries_of(target: str | Path) -> list[Path]:
+    """Every temporary file of ``target`` that exists now (sorted), whoever made it.
+
+    Matches :func:`temp_path` names with any tag and anything after the marker, and
+    only those: ``.x.tif.l0.eo-tmp.tif`` belongs to ``x.tif``, not to ``x``.
+    """
+    target = Path(target)
+    prefix = f".{target.name}."
+    name = re.compile(re.escape(prefix) + _TAG.pattern + re.escape(TEMP_MARK) + ".*", re.DOTALL)
+    try:
+        candidates = list(target.parent.iterdir())
+    except OSError:
+        return []
+    return sorted(p for p in candidates if p.name.startswith(prefix) and name.fullmatch(p.name))
+
+
+def remove_temporaries(target: str | Path) -> list[Path]:
+    """Delete the temporaries of ``target`` (see :func:`temporaries_of`); returns those removed."""
+    removed = []
+    for p in temporaries_of(target):
+        try:
+            p.unlink()
+            removed.append(p)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [e.__cause__, e.__context__]
+
+
+def _file_size_limit() -> int | None:
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def _cause(exc: BaseException, target: Path) -> str | None:
+    """Why a write failed: NO_SPACE, SIZE_LIMIT or None (unknown).
+
+    Libraries often hide the operating system's error (GDAL says "Write failed", HDF5
+    "HDF error"), so besides errno and the messages, the file size limit and the free
+    space are checked; call this before the temporaries are removed.
+    """
+    for e in _chain(exc):
+        code = e.errno if isinstance(e, OSError) else None
+        text = str(e).lower()
+        if code in (errno.ENOSPC, errno.EDQUOT) or "no space left" in text or "disk full" in text \
+                or "free disk space" in text:
+            return NO_SPACE
+        if code == errno.EFBIG or "file too large" in text or "file size limit" in text:
+            return SIZE_LIMIT
+    limit = _file_size_limit()
+    if limit is not None:
+        sizes = [p.stat().st_size for p in [*temporaries_of(target), target] if p.is_file()]
+        if sizes and max(sizes) >= limit - min(_NEARLY_FULL, limit // 4):
+            return SIZE_LIMIT
+    try:
+        if shutil.disk_usage(target.parent).free < _NEARLY_FULL:
+            return NO_SPACE
+    except OSError:
+        pass
+    return None
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{n} bytes"  # pragma: no cover
+
+
+def _message(target: Path, what: str, exc: BaseException, cause: str | None) -> str:
+    if cause == NO_SPACE:
+        try:
+            free = f" ({_size(shutil.disk_usage(target.parent).free)} free in {target.parent})"
+        except OSError:
+            free = ""
+        return (f"{target}: cannot write the {what}: {NO_SPACE}{free}; free some space there or write the "
+                "outputs to a folder on another disk, then run again")
+    if cause == SIZE_LIMIT:
+        limit = _file_size_limit()
+        said = f" (this process may write files of at most {_size(limit)}, see 'ulimit -f')" if limit else ""
+        return (f"{target}: cannot write the {what}: {SIZE_LIMIT}{said}; raise the limit ('ulimit -f unlimited') "
+                "or write smaller outputs (a smaller or coarser grid, fewer variables), then run again")
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{target}: cannot write the {what} ({reason}); check the output folder and its disk, then run again"
+
+
+def write_failed(target: str | Path, what: str, exc: BaseException) -> OutputError:
+    """The :class:`OutputError` for a failed write of ``target``; removes its temporaries.
+
+    Parameters
+    ----------
+    target : path
+        The final output file.
+    what : str
+        What was being written, for the message (``"GeoTIFF"``, ``"NetCDF file"``...).
+    exc : BaseException
+        The library's error. An :class:`OutputError` is returned as it is.
+
+    Returns
+    -------
+    OutputError
+        One line: the target, the cause (``no space left on device``, ``file size limit
+        exceeded`` or the library's message) and the fix. Raise it ``from exc``.
+    """
+    target = Path(target)
+    if isinstance(exc, OutputError):
+        remove_temporaries(target)
+        return exc
+    message = _message(target, what, exc, _cause(exc, target))
+    remove_temporaries(target)
+    return OutputError(message)

@@ -1,0 +1,227 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Writers without side effects: no global matplotlib state, temporaries with one naming
+pattern, and one clear OutputError (and nothing left behind) on a full disk.
+
+A full disk is simulated with a file size limit (``RLIMIT_FSIZE``) in a subprocess:
+Python ignores SIGXFSZ, so writes beyond the limit fail with EFBIG, as they would with
+ENOSPC on a full disk. (The tests run as root, so permissions cannot be used.)
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import dask
+import numpy as np
+import pytest
+import xarray as xr
+from dask.callbacks import Callback
+
+from eo_pipeline.errors import OutputError
+from eo_pipeline.grid import GridSpec
+from eo_pipeline.io._atomic import (
+    NO_SPACE,
+    SIZE_LIMIT,
+    remove_temporaries,
+    temp_path,
+    temporaries_of,
+    write_failed,
+)
+from eo_pipeline.io.geotiff import write_cog
+from eo_pipeline.io.netcdf import write_netcdf
+from eo_pipeline.io.quicklook import quicklook
+from eo_pipeline.regions import write_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: A map big enough for overviews and for files well beyond 100 kB (random values do not compress).
+MAP_CODE = textwrap.dedent("""
+    import numpy as np, xarray as xr, dask.array as da
+    from eo_pipeline.grid import GridSpec
+    g = GridSpec.from_bbox((0, 0, 24, 16), 0.02)
+    v = da.random.default_rng(0).random(g.shape, chunks=512).astype("f4")
+    ds = xr.Dataset({"v_mean": (("y", "x"), v, {"units": "1", "grid_mapping": "crs"})},
+                    coords={**g.coords(), "crs": ((), np.int32(0), g.cf_grid_mapping())})
+""")
+
+
+def small_map(chunks: int | None = 64) -> xr.Dataset:
+    g = GridSpec.from_bbox((0, 0, 3, 2), 0.02)
+    v = np.random.default_rng(1).random(g.shape).astype("f4")
+    ds = xr.Dataset({"v_mean": (("y", "x"), v, {"units": "1", "grid_mapping": "crs"})},
+                    coords={**g.coords(), "crs": ((), np.int32(0), g.cf_grid_mapping())})
+    return ds.chunk({"y": chunks, "x": chunks}) if chunks else ds
+
+
+def run_python(code: str, *, env: dict[str, str] | None = None, fsize: int | None = None):
+    def limit():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env={**os.environ, **(env or {})}, preexec_fn=limit if fsize else None)
+
+
+# ------------------------------------------------------------------------------ matplotlib
+@pytest.mark.parametrize("backend", ["svg", None])
+def test_quicklooks_in_threads_leave_the_backend_alone_and_never_import_pyplot(tmp_path, backend):
+    code = MAP_CODE + textwrap.dedent(f"""
+        import sys, matplotlib
+        from concurrent.futures import ThreadPoolExecutor
+        before = matplotlib.get_backend(auto_select=False)
+        import eo_pipeline
+        from eo_pipeline.io.quicklook import quicklook
+        small = ds.isel(x=slice(0, 300), y=slice(0, 200))
+        with ThreadPoolExecutor(4) as pool:
+            paths = list(pool.map(lambda k: quicklook(small, "v_mean", f"{tmp_path}/q{{k}}.png"), range(6)))
+        assert len(paths) == 6
+        assert "matplotlib.pyplot" not in sys.modules, "eo_pipeline imported matplotlib.pyplot"
+        after = matplotlib.get_backend(auto_select=False)
+        assert after == before, (before, after)
+        print("backend", after)
+    """)
+    env = {"MPLBACKEND": backend} if backend else {}
+    if not backend:
+        env["MPLBACKEND"] = ""
+    proc = run_python(code, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"q{k}.png" for k in range(6)]
+    for k in range(6):
+        assert (tmp_path / f"q{k}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if backend:
+        assert proc.stdout.split()[-1] == backend
+
+
+# ------------------------------------------------------------------------------ temporaries
+def test_temporary_names_have_one_pattern():
+    target = Path("/data/out/x.tif")
+    assert temp_path(target, "l0") == Path("/data/out/.x.tif.l0.eo-tmp.tif")
+    assert temp_path(target, "vrt", suffix=".vrt") == Path("/data/out/.x.tif.vrt.eo-tmp.vrt")
+    assert temp_path(Path("m.nc"), "part") == Path(".m.nc.part.eo-tmp.nc")
+    with pytest.raises(ValueError):
+        temp_path(target, "a.b")
+
+
+def test_temporaries_of_finds_its_own_and_no_others(tmp_path):
+    target = tmp_path / "x.tif"
+    mine = [temp_path(target, "l0"), temp_path(target, "vrt", suffix=".vrt"),
+            tmp_path / ".x.tif.cog.eo-tmp.tif.ovr.tmp"]  # what GDAL may add to a temporary's name
+    others = [temp_path(tmp_path / "x", "l0"), temp_path(tmp_path / "x.tif.tif", "l0"), tmp_path / ".x.tif.tmp",
+              tmp_path / "x.tif"]
+    for p in mine + others:
+        p.write_bytes(b"")
+    assert temporaries_of(target) == sorted(mine)
+    assert remove_temporaries(target) == sorted(mine)
+    assert sorted(tmp_path.iterdir()) == sorted(others)
+
+
+def test_every_file_seen_while_writing_is_a_temporary_of_its_target(tmp_path):
+    ds = small_map()
+    targets = [tmp_path / "m.tif", tmp_path / "m.nc", tmp_path / "m.png"]
+    seen: set[Path] = set()
+
+    class Watch(Callback):
+        def _posttask(self, key, result, dsk, state, id):  # noqa: A002 - dask's signature
+            seen.update(tmp_path.iterdir())
+
+    writes = [write_cog(ds, targets[0], compute=False), write_netcdf(ds, targets[1], compute=False),
+              quicklook(ds, "v_mean", targets[2], compute=False)]
+    assert list(tmp_path.iterdir()) == []  # nothing is created before the compute
+    with Watch():
+        dask.compute(*writes, scheduler="threads")
+    temporaries = {p for p in seen if p not in targets}
+    assert temporaries, "the writers made no temporary files?"
+    owned = {p for t in targets for p in temporaries if p.name.startswith(f".{t.name}.") and ".eo-tmp" in p.name}
+    assert owned == temporaries
+    assert sorted(tmp_path.iterdir()) == sorted(targets)
+
+
+def test_failure_messages_name_the_target_the_cause_and_the_fix(tmp_path):
+    target = tmp_path / "x.nc"
+    part = temp_path(target, "part")
+    part.write_bytes(b"partial")
+    err = write_failed(target, "NetCDF file", OSError(errno.ENOSPC, "No space left on device"))
+    assert isinstance(err, OutputError) and isinstance(err, OSError)
+    text = str(err)
+    assert text.startswith(f"{target}: cannot write the NetCDF file: {NO_SPACE}") and "free some space" in text
+    assert not part.exists()
+    err = write_failed(target, "GeoTIFF", RuntimeError("TIFFAppendToStrip: File too large"))
+    assert SIZE_LIMIT in str(err) and "ulimit -f" in str(err)
+    err = write_failed(target, "GeoTIFF", RuntimeError("something\nelse"))
+    assert str(err) == f"{target}: cannot write the GeoTIFF (something else); check the output folder and its disk, " \
+                       "then run again"
+
+
+def test_table_writer_failure_is_one_output_error(tmp_path):
+    import pandas as pd
+
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    with pytest.raises(OutputError, match=r"not_a_folder/t.csv: cannot write the table"):
+        write_table(pd.DataFrame({"a": [1]}), blocker / "t.csv")
+    write_table(pd.DataFrame({"a": [1]}), tmp_path / "t.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not_a_folder", "t.csv"]
+
+
+def test_hotspot_writer_uses_the_temporary_names_and_one_error(tmp_path):
+    import geopandas as gpd
+
+    from eo_pipeline.hotspots import write_hotspots
+
+    empty = gpd.GeoDataFrame({"id": []}, geometry=gpd.GeoSeries([], crs="EPSG:4326"))
+    assert write_hotspots(empty, tmp_path / "h") == [str(tmp_path / "h.geojson"), str(tmp_path / "h.csv")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.csv", "h.geojson"]
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    with pytest.raises(OutputError, match=r"not_a_folder/h.geojson: cannot write the hotspot GeoJSON"):
+        write_hotspots(empty, blocker / "h")
+
+
+# ------------------------------------------------------------------------------ full disk
+WRITE = {
+    "cog": "from eo_pipeline.io.geotiff import write_cog as w; task = w(ds, target, compute={compute})",
+    "netcdf": "from eo_pipeline.io.netcdf import write_netcdf as w; task = w(ds, target, compute={compute})",
+    "quicklook": "from eo_pipeline.io.quicklook import quicklook as w; "
+                 "task = w(ds, 'v_mean', target, max_pixels=4000, compute={compute})",
+}
+SUFFIX = {"cog": ".tif", "netcdf": ".nc", "quicklook": ".png"}
+
+
+@pytest.mark.parametrize("writer", list(WRITE))
+def test_a_full_disk_gives_one_output_error_and_leaves_nothing(tmp_path, writer):
+    """Written now and as a Delayed run by ``dask.compute``, each into its own folder, in one subprocess."""
+    targets = {compute: tmp_path / ("now" if compute else "delayed") / f"map{SUFFIX[writer]}"
+               for compute in (True, False)}
+    for target in targets.values():
+        target.parent.mkdir()
+    runs = "".join(textwrap.dedent(f"""
+        target = {str(target)!r}
+        try:
+            {WRITE[writer].format(compute=compute)}
+            if not {compute}:
+                dask.compute(task)
+            print("written", target)
+        except OutputError as exc:
+            print(f"OutputError: {{exc}}", file=sys.stderr)
+            failed += 1
+    """) for compute, target in targets.items())
+    code = MAP_CODE + "import sys, dask\nfrom eo_pipeline.errors import OutputError\nfailed = 0\n" + runs + \
+        "sys.exit(failed)\n"
+    proc = run_python(code, fsize=100_000)
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    # GDAL's own "File too large" notes from threads still running may interleave with the messages
+    messages = re.findall(r"OutputError: (.*?then run again)", proc.stderr)
+    assert len(messages) == 2, proc.stderr
+    for message, target in zip(messages, targets.values(), strict=True):
+        assert message.startswith(f"{target}: cannot write the ")
+        assert f": {SIZE_LIMIT} (" in message and "ulimit -f unlimited" in message
+    assert "Traceback" not in proc.stderr
+    for target in targets.values():
+        assert list(target.parent.iterdir()) == []
