@@ -31,8 +31,11 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ._sums import fsum, fweighted_mean
 from .anomaly import MAD_SCALE, cell_lonlat
-from .errors import OutputError, ReaderOptionError
+from .errors import ReaderOptionError
+from .grid import GridSpec, north_up
+from .io._atomic import temp_path, write_failed
 from .schema import SPECIES
 
 __all__ = ["find_hotspots", "hotspots_from_arrays", "write_hotspots", "DEFAULTS", "COLUMNS"]
@@ -41,12 +44,6 @@ __all__ = ["find_hotspots", "hotspots_from_arrays", "write_hotspots", "DEFAULTS"
 BATCH_BYTES = 256 * 2**20
 DEFAULTS = {"threshold": 4.5, "min_area_km2": 50.0, "min_soundings": 5, "opening": 0}
 COLUMNS = ["id", "lon", "lat", "area_km2", "mean_enhancement", "max_enhancement", "n_soundings"]
-
-
-def _grid_of(ds: xr.Dataset) -> Any:
-    from .io.geotiff import grid_of
-
-    return grid_of(ds)
 
 
 def _species(ds: xr.Dataset) -> str:
@@ -121,16 +118,16 @@ def hotspots_from_arrays(
         cells = labels == k
         w = area[cells]
         an = anomaly[cells]
-        lon_c = np.average(lon[cells], weights=w)
-        lat_c = np.average(lat[cells], weights=w)
+        lon_c = fweighted_mean(lon[cells], w)
+        lat_c = fweighted_mean(lat[cells], w)
         polys = [shape(geom) for geom, v in shapes(cells.astype(np.uint8), mask=cells, transform=transform) if v == 1]
         outline = unary_union(polys)
         if to_lonlat is not None:
             outline = shp_transform(to_lonlat, outline)
         records.append({
-            "lon": float(lon_c), "lat": float(lat_c), "area_km2": float(w.sum()),
-            "mean_enhancement": float(np.average(an, weights=w)), "max_enhancement": float(an.max()),
-            "n_soundings": int(round(float(cnt[cells].sum()))), "max_zscore": float(z[cells].max()),
+            "lon": lon_c, "lat": lat_c, "area_km2": fsum(w),
+            "mean_enhancement": fweighted_mean(an, w), "max_enhancement": float(an.max()),
+            "n_soundings": int(round(fsum(cnt[cells]))), "max_zscore": float(z[cells].max()),
             "geometry": outline,
         })
     records.sort(key=lambda r: -r["max_enhancement"])
@@ -174,7 +171,8 @@ def find_hotspots(
     import geopandas as gpd
 
     sp = _species(anomaly)
-    grid = _grid_of(anomaly)
+    grid = GridSpec.from_dataset(anomaly)
+    anomaly = north_up(anomaly)  # rows and columns in the grid's order (the outlines use its transform)
     lon, lat = cell_lonlat(anomaly)
     area = grid.cell_area() / 1e6
     has_time = "time" in anomaly[f"{sp}_anomaly"].dims
@@ -211,12 +209,20 @@ def find_hotspots(
 
 
 def write_hotspots(gdf: Any, path_stem: str | os.PathLike[str]) -> list[str]:
-    """Write hotspots as ``<stem>.geojson`` and ``<stem>.csv`` (outline as WKT), atomically."""
+    """Write hotspots as ``<stem>.geojson`` and ``<stem>.csv`` (outline as WKT), atomically.
+
+    Each file is written under a temporary name (:func:`eo_pipeline.io._atomic.temp_path`)
+    and renamed into place; a failure (e.g. no space left on device) raises one
+    :class:`~eo_pipeline.errors.OutputError` naming the file, and leaves no temporary behind.
+    """
     stem = Path(path_stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    out = []
     geo = stem.with_suffix(".geojson")
-    tmp = geo.with_name(f".{geo.name}.tmp")
+    csv = stem.with_suffix(".csv")
+    try:
+        stem.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_failed(geo, "hotspot GeoJSON", exc) from exc
+    tmp = temp_path(geo, "part")
     try:
         if len(gdf):
             gdf.to_file(tmp, driver="GeoJSON")
@@ -224,13 +230,12 @@ def write_hotspots(gdf: Any, path_stem: str | os.PathLike[str]) -> list[str]:
             tmp.write_text('{"type": "FeatureCollection", "features": []}\n')
         os.replace(tmp, geo)
     except Exception as exc:  # noqa: BLE001 - a clear message for any writer failure
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{geo}: cannot write hotspots ({exc})") from exc
-    out.append(str(geo))
-    csv = stem.with_suffix(".csv")
+        raise write_failed(geo, "hotspot GeoJSON", exc) from exc
     table = gdf.drop(columns="geometry").assign(outline_wkt=gdf.geometry.to_wkt() if len(gdf) else [])
-    tmp = csv.with_name(f".{csv.name}.tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, csv)
-    out.append(str(csv))
-    return out
+    tmp = temp_path(csv, "part")
+    try:
+        table.to_csv(tmp, index=False)
+        os.replace(tmp, csv)
+    except Exception as exc:  # noqa: BLE001
+        raise write_failed(csv, "hotspot table", exc) from exc
+    return [str(geo), str(csv)]

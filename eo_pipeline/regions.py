@@ -35,8 +35,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ._sums import fsum
 from .errors import ConfigError, InputFileNotFoundError, QualityWarning, warn
-from .grid import GridSpec
+from .grid import GridSpec, north_up
+from .io._atomic import temp_path, write_failed
 from .schema import SPECIES
 
 __all__ = ["coverage_fractions", "load_regions", "region_fractions", "region_table", "RegionCells", "weighted_median", "write_table"]
@@ -150,7 +152,10 @@ def coverage_fractions(geom: Any, transform: Any, shape: tuple[int, int]) -> tup
         y1 = transform.f - rr * yres
         boxes = shapely.box(x0, y1 - yres, x0 + xres, y1)
         shapely.prepare(geom)
-        frac[rr, cc] = np.clip(shapely.area(shapely.intersection(boxes, geom)) / (xres * yres), 0.0, 1.0)
+        part = np.clip(shapely.area(shapely.intersection(boxes, geom)) / (xres * yres), 0.0, 1.0)
+        # cells the boundary only touches but that lie wholly inside: exactly 1 (an exact predicate), not
+        # 1 - 1e-16 from the overlay's arithmetic, which was seen to vary from one process to the next
+        frac[rr, cc] = np.where(shapely.covers(geom, boxes), 1.0, part)
     return frac, touched | (frac > 0)
 
 
@@ -203,22 +208,23 @@ def _row(cells: RegionCells, data: dict[str, np.ndarray], area: np.ndarray, sp: 
     n = data.get(f"{sp}_count", np.where(np.isfinite(m), 1, 0))
     w = data.get(f"{sp}_weight", np.ones_like(m))
     has = (n > 0) & np.isfinite(m) & (f > 0)
-    region_area = float((f * area).sum())
+    region_area = fsum(f * area)
     row: dict[str, Any] = {"region_area_km2": region_area / 1e6}
     if not has.any():
         return row | {"mean": np.nan, "median": np.nan, "weighted_mean": np.nan, "n_soundings": 0,
                       "coverage_fraction": 0.0, "mean_anomaly": np.nan, "note": "no data in this time step"}
     fw = f[has]
-    row["mean"] = float(np.sum(fw * m[has]) / fw.sum())
+    row["mean"] = fsum(fw * m[has]) / fsum(fw)
     row["median"] = weighted_median(m[has], fw)
     ww = fw * w[has]
-    row["weighted_mean"] = float(np.sum(ww * m[has]) / ww.sum()) if ww.sum() > 0 else np.nan
-    row["n_soundings"] = int(round(float(np.sum(fw * n[has]))))
-    row["coverage_fraction"] = float(np.sum(fw * area[has]) / region_area) if region_area > 0 else np.nan
+    sww = fsum(ww)
+    row["weighted_mean"] = fsum(ww * m[has]) / sww if sww > 0 else np.nan
+    row["n_soundings"] = int(round(fsum(fw * n[has])))
+    row["coverage_fraction"] = fsum(fw * area[has]) / region_area if region_area > 0 else np.nan
     a = data.get(f"{sp}_anomaly")
     if a is not None:
         ok = has & np.isfinite(a)
-        row["mean_anomaly"] = float(np.sum(f[ok] * a[ok]) / f[ok].sum()) if ok.any() else np.nan
+        row["mean_anomaly"] = fsum(f[ok] * a[ok]) / fsum(f[ok]) if ok.any() else np.nan
     else:
         row["mean_anomaly"] = np.nan
     row["note"] = ""
@@ -247,11 +253,10 @@ def region_table(l3: xr.Dataset, regions: Any, *, hotspots: Any = None, name_fie
     """
     from shapely.geometry import Point
 
-    from .io.geotiff import grid_of
-
     gdf = load_regions(regions, name_field=name_field)
     sp = _species(l3)
-    grid = grid_of(l3)
+    grid = GridSpec.from_dataset(l3)
+    l3 = north_up(l3)  # the region windows index rows and columns of the grid
     cells = region_fractions(gdf, grid)
     area = np.broadcast_to(grid.cell_area(), grid.shape)
     names = [v for v in (f"{sp}_mean", f"{sp}_count", f"{sp}_weight", f"{sp}_anomaly") if v in l3]
@@ -299,10 +304,17 @@ def region_table(l3: xr.Dataset, regions: Any, *, hotspots: Any = None, name_fie
 
 
 def write_table(table: pd.DataFrame, path: str | os.PathLike[str]) -> str:
-    """Write a table as CSV under a temporary name, then rename it into place."""
+    """Write a table as CSV under a temporary name, then rename it into place.
+
+    A failure (e.g. no space left on device) raises one :class:`OutputError` naming the
+    file, and leaves no temporary behind.
+    """
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, p)
+    tmp = temp_path(p, "part")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(tmp, index=False)
+        os.replace(tmp, p)
+    except Exception as exc:  # noqa: BLE001 - a clear message for any writer failure
+        raise write_failed(p, "table", exc) from exc
     return str(p)
