@@ -70,8 +70,8 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     from .errors import ConfigError
     from .grid import GridSpec, named_grid
     from .gridding import grid_soundings
-    from .pipeline import write_level3
-    from .readers import open_product
+    from .pipeline import compute_outputs, write_level3
+    from .readers import drop_duplicates, open_product
 
     if args.grid:
         grid = named_grid(args.grid)
@@ -89,17 +89,16 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     if not files:
         raise ConfigError(f"{' '.join(args.files)}: no input file matched")
     products = [open_product(f, qa_threshold=args.qa_threshold) for f in files]
+    products = drop_duplicates(products)  # the same product twice would count its soundings twice
     common = dict(method=args.method, weighting=args.weighting)
     l3 = composite(products, grid, period=args.period, **common) if args.period else grid_soundings(products, grid, **common)
     formats = ("netcdf",) if suffix == ".nc" else ("geotiff",)
     if args.quicklook:
         formats += ("quicklook",)
-    import dask
-
     tasks, outputs = write_level3(l3, out.parent, out.stem, formats)
     if suffix == ".nc":
         outputs = [str(out) if o.endswith(".nc") else o for o in outputs]
-    dask.compute(*tasks)
+    compute_outputs(tasks)
     for o in outputs:
         print(o)
     return 0

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import dask
+import dask.multiprocessing
+import dask.threaded
 import numpy as np
 import xarray as xr
 
@@ -26,17 +28,18 @@ from .config import JobConfig, config_hash
 from .errors import ConfigError, EOPipelineError, OutputError, warn
 from .anomaly import regional_anomaly
 from .composite import composite
+from .grid import GridSpec
 from .gridding import grid_soundings
 from .io.geotiff import write_cog
 from .io.netcdf import write_netcdf
 from .hotspots import find_hotspots, write_hotspots
 from .io.quicklook import quicklook
-from .readers import detect_reader, list_readers, open_product
+from .readers import close_files, detect_reader, drop_duplicates, list_readers, open_product, verify_product
 from .readers._netcdf import NCFile
 from .regions import load_regions, region_table, write_table
 from .schema import species_of
 
-__all__ = ["run", "JobResult", "expand_inputs", "open_inputs"]
+__all__ = ["run", "JobResult", "SkippedInput", "expand_inputs", "open_inputs", "compute_outputs", "remove_temporaries"]
 
 log = logging.getLogger(__name__)
 
@@ -82,26 +85,37 @@ def open_inputs(cfg: JobConfig, files: list[Path]) -> tuple[list[xr.Dataset], li
 
     With ``on_error: fail`` (default) the first unreadable input raises its
     :class:`~eo_pipeline.errors.EOPipelineError`; with ``on_error: skip`` each one is
-    left out, logged as a warning and returned with its reason.
+    left out, logged as a warning and returned with its reason; in that mode each input's
+    data are read once first (:func:`~eo_pipeline.readers.verify_product`), because a
+    damaged data chunk shows only when it is read. The second copy of a product given
+    twice is dropped with a warning in both modes.
     """
     readers = list_readers()
     unknown = sorted(set(cfg.reader_options) - set(readers))
     if unknown:
         raise ConfigError(f"reader_options names unknown reader(s) {unknown}; readers: {', '.join(readers)}")
     datasets: list[xr.Dataset] = []
+    opened: list[Path] = []
     skipped: list[SkippedInput] = []
     for f in files:
         try:
             with NCFile(f) as nc:
                 name = detect_reader(nc, readers).name
-            datasets.append(open_product(f, qa_threshold=cfg.qa_threshold, reader=name,
-                                         **cfg.reader_options.get(name, {})))
+            ds = open_product(f, qa_threshold=cfg.qa_threshold, reader=name, **cfg.reader_options.get(name, {}))
+            if cfg.on_error == "skip":  # a damaged data chunk shows only when read: read it now
+                verify_product(ds)
+            datasets.append(ds)
+            opened.append(f)
         except EOPipelineError as exc:
             if cfg.on_error == "fail":
                 raise
             skipped.append(SkippedInput(str(f), str(exc)))
             warn(f"skipped: {exc}")
-    return datasets, skipped
+    kept = drop_duplicates(datasets)  # warns about each later copy
+    kept_ids = {id(ds) for ds in kept}
+    skipped += [SkippedInput(str(f), f"{f}: the same product as an earlier input; ignored so that no sounding "
+                             "counts twice") for f, ds in zip(opened, datasets, strict=True) if id(ds) not in kept_ids]
+    return kept, skipped
 
 
 def level3(cfg: JobConfig, products: list[xr.Dataset], grid: Any) -> xr.Dataset:
@@ -205,7 +219,7 @@ def analysis_stages(cfg: JobConfig, l3: xr.Dataset, name: str, stem: str, out_di
                 hotspots = dask.delayed(_hotspots_task, pure=False)(small, params)
             tasks.append(dask.delayed(_write_hotspots_task, pure=False)(hotspots, out_dir / f"{name}_hotspots"))
             outputs += [str(out_dir / f"{name}_hotspots.geojson"), str(out_dir / f"{name}_hotspots.csv")]
-        crs_wkt = l3["crs"].attrs["crs_wkt"]
+        crs_wkt = GridSpec.from_dataset(l3).crs.to_wkt()
         outlines = dask.delayed(_outline_task, pure=False)(hotspots, regions, crs_wkt)
         steps = [(None, anom)] if "time" not in anom.dims else [
             (_step_label(t, l3.attrs.get("composite_period", "day")), anom.isel(time=k)) for k, t in enumerate(anom.time.values)]
@@ -248,6 +262,40 @@ def forest_outputs(cfg: JobConfig, out_dir: Path) -> list[str]:
         removal_factor=f.removal_factor, overrides=f.overrides or None,
         formats=tuple(x for x in cfg.output.formats if x in ("geotiff", "netcdf", "quicklook")))
     return run.outputs
+
+
+def compute_outputs(tasks: list[Any], scheduler: str | None = None) -> tuple[Any, ...]:
+    """Compute the writers' tasks once; if one fails, wait for the tasks still running, then raise.
+
+    dask's local schedulers raise as soon as a task fails while others go on in the pool;
+    a writer still running could then print after the error line or recreate a temporary
+    file after the clean-up. With a pool of our own, shut down (waiting) before the error
+    propagates, nothing of the run is left running. A distributed client is used as it is.
+    """
+    import multiprocessing
+    from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+
+    from dask.base import get_scheduler
+
+    if scheduler is None:
+        get = get_scheduler(collections=list(tasks))
+        scheduler = {dask.threaded.get: "threads", dask.multiprocessing.get: "processes"}.get(get, "")
+    if scheduler not in ("threads", "processes"):
+        return dask.compute(*tasks, scheduler=scheduler) if scheduler else dask.compute(*tasks)
+    workers = int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+    pool: Executor
+    if scheduler == "threads":
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="eo-pipeline")
+    else:
+        context = multiprocessing.get_context(dask.config.get("multiprocessing.context", "spawn"))
+        pool = ProcessPoolExecutor(workers, mp_context=context)
+    try:
+        return dask.compute(*tasks, scheduler=scheduler, pool=pool)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 def _confined(out_dir: Path, path: str | Path) -> None:
@@ -306,6 +354,13 @@ def run(cfg: JobConfig, *, scheduler: str | None = None) -> JobResult:
         Dask scheduler for the single compute (``threads``, ``processes``,
         ``synchronous``); default: the active dask configuration or client.
     """
+    try:
+        return _run(cfg, scheduler)
+    finally:
+        close_files()  # the per-process HDF5 handle cache: no file stays open after a job
+
+
+def _run(cfg: JobConfig, scheduler: str | None) -> JobResult:
     t0 = time.perf_counter()
     out_dir = cfg.resolve(cfg.output.dir)
     files = expand_inputs(cfg)
@@ -344,8 +399,7 @@ def run(cfg: JobConfig, *, scheduler: str | None = None) -> JobResult:
         if cfg.forest is not None:
             outputs += forest_outputs(cfg, out_dir)
         log.info("computing %d outputs from %d inputs", len(tasks), len(files))
-        kwargs = {"scheduler": scheduler} if scheduler else {}
-        dask.compute(*tasks, **kwargs)
+        compute_outputs(tasks, scheduler)
     except BaseException:
         remove_temporaries(out_dir)
         raise

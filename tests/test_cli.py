@@ -117,3 +117,20 @@ def test_every_command_has_help(command, capsys):
         main([command, "--help"])
     assert exc.value.code == 0
     assert "usage: eo-pipeline " + command in capsys.readouterr().out
+
+
+def test_main_leaves_the_callers_warnings_and_logging_alone(tmp_path, capsys):
+    import logging
+    import warnings
+
+    before_show = warnings.showwarning
+    before_filters = list(warnings.filters)
+    root = logging.getLogger()
+    before_handlers = list(root.handlers)
+    pkg = logging.getLogger("eo_pipeline")
+    before_pkg = (list(pkg.handlers), pkg.level, pkg.propagate)
+    assert main(["info", str(tmp_path / "missing.nc")]) == 2
+    assert main(["grids"]) == 0
+    assert warnings.showwarning is before_show and warnings.filters == before_filters
+    assert root.handlers == before_handlers
+    assert (list(pkg.handlers), pkg.level, pkg.propagate) == before_pkg
