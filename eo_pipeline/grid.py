@@ -326,6 +326,10 @@ class GridSpec:
         attrs["GeoTransform"] = " ".join(str(v) for v in (t.c, t.a, t.b, t.f, t.d, t.e))
         return attrs
 
+    def identity_attrs(self) -> dict[str, str]:
+        """The ``grid`` (its name; absent for an unnamed or cut grid) and ``grid_crs`` attributes of outputs."""
+        return {"grid": self._name, "grid_crs": self._crs} if self._name else {"grid_crs": self._crs}
+
     def to_dict(self) -> dict[str, Any]:
         """Plain description (for metadata and YAML)."""
         return {"name": self._name, "crs": self._crs, "bounds": list(self.bounds),

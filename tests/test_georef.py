@@ -352,3 +352,18 @@ def test_any_cut_step_flip_is_written_where_its_coordinates_say(sel):
             np.testing.assert_array_equal(back.xch4_mean.values, want)
             np.testing.assert_allclose(back.x.values, 100.0 + 0.1 * (np.sort(ix) + 0.5), rtol=0, atol=1e-9)
             np.testing.assert_allclose(back.y.values, 30.6 - 0.1 * (np.sort(iy) + 0.5), rtol=0, atol=1e-9)
+
+
+def test_a_cut_no_longer_carries_the_parent_grids_name(tmp_path):
+    import eo_pipeline as eo
+
+    ds = [eo.open_product(p) for p in sorted(SAMPLES.glob("S5P_OFFL_L2__CH4____*.nc"))[:1]]
+    l3 = eo.grid_soundings(ds, "north_china_0p1")
+    whole = eo.write_cog(l3, tmp_path / "whole.tif", variables=["xch4_mean"])
+    cut = eo.write_cog(l3.isel(x=slice(10, 30)), tmp_path / "cut.tif", variables=["xch4_mean"])
+    nc = eo.write_netcdf(l3.isel(y=slice(None, None, -1)).isel(y=slice(0, 40)), tmp_path / "cut.nc")
+    with rasterio.open(whole) as a, rasterio.open(cut) as b:
+        assert a.tags()["grid"] == "north_china_0p1" and "grid" not in b.tags()
+        assert a.tags()["grid_crs"] == b.tags()["grid_crs"] == "EPSG:4326"
+    with xr.open_dataset(nc) as d:
+        assert "grid" not in d.attrs and d.attrs["grid_crs"] == "EPSG:4326"

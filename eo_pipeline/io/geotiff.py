@@ -370,6 +370,8 @@ def write_cog(
             writer = _BandWriter(files[k], b, arr.shape, locks[k], zero_is_empty, path)
             writes += _block_writes(arr, writer, created, path)
     all_tags = {k: v for k, v in ds.attrs.items() if isinstance(v, str | int | float)}
+    all_tags.pop("grid", None)  # a cut of a named grid is no longer that grid
+    all_tags.update(grid.identity_attrs())
     all_tags.update(tags or {})
     band_tags = {n: {k: ds[n].attrs[k] for k in ("units", "long_name") if k in ds[n].attrs} for n in names}
     result = dask.delayed(_finish, pure=True)(writes, files, shapes, grid, path, names, all_tags, band_tags)

@@ -164,6 +164,8 @@ def cf_dataset(ds: xr.Dataset, *, history: str | None = None) -> xr.Dataset:
     for name, var in out.variables.items():
         _tidy_variable(var, names, {"y", "x"} <= set(var.dims) and name not in ("x", "y"))
     attrs = dict(out.attrs)
+    attrs.pop("grid", None)  # a cut of a named grid is no longer that grid
+    attrs.update(grid.identity_attrs())
     attrs["Conventions"] = "CF-1.8"
     line = _history(history)
     attrs["history"] = f"{attrs['history']}\n{line}" if str(attrs.get("history", "")).strip() else line
