@@ -58,7 +58,8 @@ def polygon_area(px, py, nv):
 @njit(cache=True)
 def _bbox_tiles(px, py, nv, rows, cols, sub):
     """Clamped cell bounding box of every polygon, the number of (polygon, sub-tile) pairs
-    and an upper bound of the (polygon, cell) pairs."""
+    and an upper bound of the (polygon, cell) pairs.
+    """
     n = px.shape[0]
     r0 = np.empty(n, np.int64)
     r1 = np.empty(n, np.int64)

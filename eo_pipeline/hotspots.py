@@ -78,7 +78,8 @@ def hotspots_from_arrays(
     from shapely.ops import transform as shp_transform
     from shapely.ops import unary_union
     from skimage.measure import label
-    from skimage.morphology import disk, opening as morph_opening
+    from skimage.morphology import disk
+    from skimage.morphology import opening as morph_opening
 
     threshold = DEFAULTS["threshold"] if threshold is None else float(threshold)
     min_area_km2 = DEFAULTS["min_area_km2"] if min_area_km2 is None else float(min_area_km2)

@@ -24,17 +24,24 @@ import numpy as np
 import xarray as xr
 
 from ._version import __version__
-from .config import JobConfig, config_hash
-from .errors import ConfigError, EOPipelineError, OutputError, warn
 from .anomaly import regional_anomaly
 from .composite import composite
+from .config import JobConfig, config_hash
+from .errors import ConfigError, EOPipelineError, OutputError, warn
 from .grid import GridSpec
 from .gridding import grid_soundings
+from .hotspots import find_hotspots, write_hotspots
 from .io.geotiff import write_cog
 from .io.netcdf import write_netcdf
-from .hotspots import find_hotspots, write_hotspots
 from .io.quicklook import quicklook
-from .readers import close_files, detect_reader, drop_duplicates, list_readers, open_product, verify_product
+from .readers import (
+    close_files,
+    detect_reader,
+    drop_duplicates,
+    list_readers,
+    open_product,
+    verify_product,
+)
 from .readers._netcdf import NCFile
 from .regions import load_regions, region_table, write_table
 from .schema import species_of

@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
-from .geometry import gaussian_plume, km_to_lonlat, lonlat_to_km, oco2_track, s5p_swath, smooth_noise
+from .geometry import (
+    gaussian_plume,
+    km_to_lonlat,
+    lonlat_to_km,
+    oco2_track,
+    s5p_swath,
+    smooth_noise,
+)
 from .writers import (
     s5p_filename,
     write_esacci_ch4,
