@@ -8,14 +8,16 @@ The recipe (flox's chunk / combine / finalize, written as named functions):
   value and its square, relative to a reference value for numerical stability),
   ``swwu`` (sum of w² sigma², for the propagated uncertainty of the mean), ``min``
   and ``max``; only the cells that receive data are stored (sorted flat indices);
-* **combine**: partials are merged by addition (min/max by min/max) in a tree of
-  ``split_every`` branches, so memory is bounded by the number of cells that
-  receive data, whatever the number of files;
-* **finalize**: per output tile, the cells of that tile are scattered into dense
-  arrays of mean, std, count, weight, min, max and uncertainty.
+* **combine**: per output block, the block's cells of each partial (:func:`select`)
+  are merged by addition (min/max by min/max) in a tree of ``split_every`` branches
+  (:func:`merge`), so a block's tree holds only that block's cells and no task ever
+  holds all cells of all periods;
+* **finalize**: per output block, its cells are scattered into a dense stack of the
+  chosen statistics (:func:`finalize_stack`).
 
 Flat cell indices are *tile-major* (tile id x tile size² + position inside the
-tile), so a sorted partial is grouped by tile and a tile is one ``searchsorted`` away.
+tile), so a sorted partial is grouped by tile and a tile is one ``searchsorted`` away;
+the gridding makes each output block one tile, so a block's cells are contiguous.
 
 Kernels here take and return numpy arrays; :mod:`eo_pipeline.gridding` lifts them
 onto dask and xarray.
@@ -31,15 +33,25 @@ __all__ = [
     "Partial",
     "Tiling",
     "STATISTICS",
+    "DEFAULT_STATISTICS",
+    "FIELDS",
+    "check_statistics",
+    "trim",
+    "select",
+    "dropped_of",
     "reduce_by_cell",
     "merge",
     "finalize_tile",
     "finalize_block",
+    "finalize_stack",
     "point_partial",
 ]
 
 #: Order of the statistics in a finalized tile stack.
 STATISTICS: tuple[str, ...] = ("mean", "std", "count", "weight", "min", "max", "uncertainty")
+#: What jobs and the command line write unless told otherwise: the mean and how many
+#: soundings and how much footprint area stand behind it (what HARP's bin_spatial gives).
+DEFAULT_STATISTICS: tuple[str, ...] = ("mean", "count", "weight")
 
 
 @dataclass(frozen=True)
@@ -135,6 +147,9 @@ class Partial:
         Soundings whose uncertainty was not finite.
     vmin, vmax : float64 arrays
         Extremes of the (unshifted) values.
+
+    ``swxx``, ``swwu``/``nu_missing`` and ``vmin``/``vmax`` are None when no requested
+    statistic needs them (see :func:`trim`): they are then neither merged nor held.
     ref : float
         Reference value subtracted before summing (units of the values).
     n_dropped : int
@@ -145,11 +160,11 @@ class Partial:
     n: np.ndarray
     sw: np.ndarray
     swx: np.ndarray
-    swxx: np.ndarray
-    swwu: np.ndarray
-    nu_missing: np.ndarray
-    vmin: np.ndarray
-    vmax: np.ndarray
+    swxx: np.ndarray | None
+    swwu: np.ndarray | None
+    nu_missing: np.ndarray | None
+    vmin: np.ndarray | None
+    vmax: np.ndarray | None
     ref: float
     n_dropped: int = 0
 
@@ -166,7 +181,52 @@ class Partial:
     @property
     def nbytes(self) -> int:
         """Memory held by the arrays."""
-        return sum(getattr(self, k).nbytes for k in ("idx", "n", "sw", "swx", "swxx", "swwu", "nu_missing", "vmin", "vmax"))
+        return sum(a.nbytes for k in FIELDS if (a := getattr(self, k)) is not None)
+
+
+#: The per-cell arrays of a :class:`Partial`, in order.
+FIELDS: tuple[str, ...] = ("idx", "n", "sw", "swx", "swxx", "swwu", "nu_missing", "vmin", "vmax")
+#: The optional arrays each statistic needs beyond ``idx``, ``n``, ``sw`` and ``swx``.
+NEEDS: dict[str, tuple[str, ...]] = {
+    "mean": (), "count": (), "weight": (), "std": ("swxx",), "uncertainty": ("swwu", "nu_missing"),
+    "min": ("vmin",), "max": ("vmax",),
+}
+
+
+def check_statistics(statistics: object) -> tuple[str, ...]:
+    """Validate a selection of statistics (order kept, duplicates removed); None or ``"all"`` means all."""
+    if statistics is None or statistics == "all" or statistics == ["all"]:
+        return STATISTICS
+    if isinstance(statistics, str):
+        statistics = [s.strip() for s in statistics.replace(" ", ",").split(",") if s.strip()]
+    chosen = tuple(dict.fromkeys(str(s) for s in statistics))  # type: ignore[union-attr]
+    unknown = [s for s in chosen if s not in STATISTICS]
+    if unknown or not chosen:
+        raise ValueError(f"unknown statistic(s) {unknown or '(none given)'}; choose from {', '.join(STATISTICS)}")
+    return chosen
+
+
+def trim(p: Partial, statistics: tuple[str, ...]) -> Partial:
+    """Drop the arrays no statistic in ``statistics`` needs (they are then not merged or held)."""
+    keep = {f for s in statistics for f in NEEDS[s]}
+    drop = {f: None for f in ("swxx", "swwu", "nu_missing", "vmin", "vmax") if f not in keep and getattr(p, f) is not None}
+    return replace(p, **drop) if drop else p
+
+
+def select(p: Partial, lo: int, hi: int) -> Partial:
+    """The cells of ``p`` with flat index in ``[lo, hi)`` (one output block), as a compact copy.
+
+    ``n_dropped`` is not carried (it belongs to the whole chunk, see :func:`dropped_of`).
+    """
+    a, b = np.searchsorted(p.idx, [lo, hi])
+    if a == 0 and b == p.idx.size:
+        return replace(p, n_dropped=0)
+    return Partial(*[None if (v := getattr(p, k)) is None else v[a:b].copy() for k in FIELDS], ref=p.ref)
+
+
+def dropped_of(p: Partial) -> int:
+    """Footprints a chunk dropped (counted once per chunk, whatever the blocks it reaches)."""
+    return int(p.n_dropped)
 
 
 def _segments(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -231,38 +291,39 @@ def reduce_by_cell(
 def _rebase(p: Partial, ref: float) -> Partial:
     """Express ``p``'s sums relative to another reference value."""
     if p.ref == ref or len(p) == 0:
-        return Partial(p.idx, p.n, p.sw, p.swx, p.swxx, p.swwu, p.nu_missing, p.vmin, p.vmax, ref, p.n_dropped)
+        return replace(p, ref=ref)
     delta = p.ref - ref  # x - ref = (x - p.ref) + delta
     swx = p.swx + delta * p.sw
-    swxx = p.swxx + 2.0 * delta * p.swx + delta * delta * p.sw
-    return Partial(p.idx, p.n, p.sw, swx, swxx, p.swwu, p.nu_missing, p.vmin, p.vmax, ref, p.n_dropped)
+    swxx = None if p.swxx is None else p.swxx + 2.0 * delta * p.swx + delta * delta * p.sw
+    return replace(p, swx=swx, swxx=swxx, ref=ref)
+
+
+_REDUCE = {"vmin": np.minimum, "vmax": np.maximum}
 
 
 def merge(*partials: Partial) -> Partial:
-    """Combine step: add the sums of the same cells; min of mins, max of maxes."""
+    """Combine step: add the sums of the same cells; min of mins, max of maxes.
+
+    All partials must hold the same optional arrays (they come from one binning).
+    """
     dropped = sum(p.n_dropped for p in partials)
     parts = [p for p in partials if len(p)]
     if not parts:
-        return Partial.empty(partials[0].ref if partials else 0.0, dropped)
+        return replace(partials[0], n_dropped=dropped) if partials else Partial.empty(0.0, dropped)
     ref = parts[0].ref
     parts = [_rebase(p, ref) for p in parts]
     if len(parts) == 1:
         return replace(parts[0], n_dropped=dropped)
-    cat = {k: np.concatenate([getattr(p, k) for p in parts])
-           for k in ("idx", "n", "sw", "swx", "swxx", "swwu", "nu_missing", "vmin", "vmax")}
-    order, keys, starts = _segments(cat["idx"])
-
-    def add(k: str) -> np.ndarray:
-        return np.add.reduceat(cat[k][order], starts)
-
-    return Partial(
-        idx=keys, n=add("n"), sw=add("sw"), swx=add("swx"), swxx=add("swxx"), swwu=add("swwu"),
-        nu_missing=add("nu_missing"),
-        vmin=np.minimum.reduceat(cat["vmin"][order], starts),
-        vmax=np.maximum.reduceat(cat["vmax"][order], starts),
-        ref=ref,
-        n_dropped=dropped,
-    )
+    present = [k for k in FIELDS if getattr(parts[0], k) is not None]
+    if any(getattr(p, k) is None for p in parts for k in present):
+        raise ValueError("merge: partials hold different statistics (trim them alike)")
+    idx = np.concatenate([p.idx for p in parts])
+    order, keys, starts = _segments(idx)
+    out: dict[str, np.ndarray | None] = dict.fromkeys(FIELDS[1:])
+    for k in present[1:]:
+        cat = np.concatenate([getattr(p, k) for p in parts])[order]
+        out[k] = _REDUCE.get(k, np.add).reduceat(cat, starts)
+    return Partial(idx=keys, **out, ref=ref, n_dropped=dropped)  # type: ignore[arg-type]
 
 
 def offset(p: Partial, by: int) -> Partial:
@@ -271,6 +332,9 @@ def offset(p: Partial, by: int) -> Partial:
 
 
 def _stat_values(p: Partial, sl: slice, keep: np.ndarray, stat: str) -> np.ndarray:
+    missing = [f for f in NEEDS.get(stat, ()) if getattr(p, f) is None]
+    if missing:
+        raise ValueError(f"statistic {stat!r} needs {missing}, which this binning did not keep")
     sw = p.sw[sl][keep]
     if stat == "count":
         return p.n[sl][keep]
@@ -340,6 +404,31 @@ def finalize_tile(p: Partial, tiling: Tiling, tile_id: int, min_weight: float = 
     r0, r1, c0, c1 = tiling.tile_bounds(tile_id)
     layer = tile_id // tiling.tiles_per_layer
     return np.stack([finalize_block(p, tiling, layer, r0, r1, c0, c1, s, min_weight) for s in STATISTICS])
+
+
+def finalize_stack(p: Partial, tiling: Tiling, tile_id: int, statistics: tuple[str, ...],
+                   min_weight: float = 0.0) -> np.ndarray:
+    """Finalize step of one output block: the chosen statistics of tile ``tile_id``, ``(n_stat, rows, cols)`` float32.
+
+    ``p`` holds (at least) the block's cells. Cells without data hold NaN, except
+    ``count`` and ``weight`` (0). A block without data is a read-only broadcast view
+    (strides 0 along rows and columns), so empty blocks cost no memory.
+    """
+    r0, r1, c0, c1 = tiling.tile_bounds(tile_id)
+    shape = (len(statistics), r1 - r0, c1 - c0)
+    fills = np.array([EMPTY_VALUE[s] for s in statistics], np.float32)
+    lo, hi = tiling.tile_range(tile_id)
+    a, b = np.searchsorted(p.idx, [lo, hi])
+    keep = p.sw[a:b] > min_weight
+    if b <= a or not keep.any():
+        return np.broadcast_to(fills[:, None, None], shape)
+    out = np.empty(shape, np.float32)
+    out[...] = fills[:, None, None]
+    sl = slice(a, b)
+    rr, cc = tiling.local_rowcol(p.idx[sl][keep] - lo)
+    for k, stat in enumerate(statistics):
+        out[k, rr, cc] = _stat_values(p, sl, keep, stat)
+    return out
 
 
 def point_partial(

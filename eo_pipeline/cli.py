@@ -69,7 +69,7 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     from .composite import composite
     from .errors import ConfigError
     from .grid import GridSpec, named_grid
-    from .gridding import grid_soundings
+    from .gridding import grid_soundings, statistics_of
     from .pipeline import compute_outputs, write_level3
     from .readers import drop_duplicates, open_product
 
@@ -90,7 +90,8 @@ def _cmd_grid(args: argparse.Namespace) -> int:
         raise ConfigError(f"{' '.join(args.files)}: no input file matched")
     products = [open_product(f, qa_threshold=args.qa_threshold) for f in files]
     products = drop_duplicates(products)  # the same product twice would count its soundings twice
-    common = dict(method=args.method, weighting=args.weighting)
+    stats = statistics_of(args.statistics)
+    common = dict(method=args.method, weighting=args.weighting, statistics=("mean", *stats))
     l3 = composite(products, grid, period=args.period, **common) if args.period else grid_soundings(products, grid, **common)
     formats = ("netcdf",) if suffix == ".nc" else ("geotiff",)
     if args.quicklook:
@@ -224,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--method", choices=["area", "point"], default="area")
     s.add_argument("--weighting", choices=["inverse_variance"], default=None)
     s.add_argument("--period", choices=["day", "month"], default=None, help="daily/monthly composites")
+    s.add_argument("--statistics", default="mean,count,weight", metavar="S[,S...]",
+                   help="statistics to write, from mean, std, count, weight, min, max, uncertainty, or 'all' "
+                   "(default: mean,count,weight)")
     s.add_argument("--qa-threshold", type=float, default=None, help="0..1 (default: each product's)")
     s.add_argument("--quicklook", action="store_true", help="also write a PNG quicklook of the mean")
     s.add_argument("-o", "--output", required=True, help="OUT.tif (COG) or OUT.nc (CF-NetCDF)")

@@ -3,9 +3,11 @@
 
 Every sounding goes to the period that holds its *own* time (an orbit file that
 crosses midnight contributes to both days). Each file's contribution is a separate
-set of chunk tasks, so files are gridded in parallel; all partial sums meet in one
-tree reduction whose cell index carries the period, and each (period, block) of the
-output is finalized on its own.
+set of chunk tasks, so files are gridded in parallel. A file's time coverage
+(metadata) says which periods it can reach; each (period, output block) has its own
+tree over the chunks of those files only, restricted to its cells, and its own
+finalize task: a day's maps are computed, written and freed without waiting for, or
+holding, the other days.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +26,22 @@ from .binning import Tiling
 from .errors import ReaderOptionError
 from .grid import GridSpec
 from .gridding import (
-    TILE,
     Binning,
     as_grid,
     auto_chunk,
     base_attrs,
+    blocks_to_dataset,
+    check_chunk,
     check_inputs,
-    partial_to_dataset,
+    chunk_partials,
+    dropped_total,
     provenance,
-    soundings_partial,
-    tree_merge,
+    route_to_blocks,
+    statistics_of,
 )
 from .readers import open_product
 
-__all__ = ["composite", "period_edges", "PERIODS"]
+__all__ = ["composite", "period_edges", "layers_of", "PERIODS"]
 
 PERIODS = {"day": "D", "month": "M"}
 
@@ -98,6 +103,7 @@ def composite(
     fov_diameter_km: float | None = None,
     no_corners: str = "fov",
     open_options: dict[str, Any] | None = None,
+    statistics: Sequence[str] | str | None = None,
 ) -> xr.Dataset:
     """Daily or monthly Level-3 composites of one species, with a ``time`` axis (lazy).
 
@@ -111,7 +117,7 @@ def composite(
     period : {"day", "month"}
         Composite period (UTC). Every period from the first to the last sounding is
         present; periods without data are empty (NaN mean, zero count).
-    method, weighting, chunk, split_every, min_weight, fov_diameter_km, no_corners
+    method, weighting, chunk, split_every, min_weight, fov_diameter_km, no_corners, statistics
         As for :func:`eo_pipeline.grid_soundings`.
 
     Returns
@@ -122,18 +128,47 @@ def composite(
     """
     datasets = _expand(products, open_options or {})
     datasets, info = check_inputs(datasets, method, weighting)
+    stats = statistics_of(statistics)
     g = as_grid(grid)
     edges = period_edges(datasets, period)
-    tiling = Tiling(g.shape, TILE, periods=len(edges) - 1)
+    n_periods = len(edges) - 1
+    tiling = Tiling(g.shape, check_chunk(chunk) or auto_chunk(g), periods=n_periods)
     b = Binning(g, tiling, method, weighting == "inverse_variance", info.reference_value,
-                period_edges=tuple(int(e) for e in edges.astype(np.int64)))
-    parts = [soundings_partial(d, b, split_every=split_every, fov_diameter_km=fov_diameter_km,
-                               no_corners=no_corners) for d in datasets]
-    combined = tree_merge(parts, split_every)
+                period_edges=tuple(int(e) for e in edges.astype(np.int64)), statistics=stats)
+    by_layer: dict[int, list[Any]] = {k: [] for k in range(n_periods)}
+    parts: list[Any] = []
+    for d in datasets:
+        layers = layers_of(d, edges)
+        chunks = chunk_partials(d, b if layers is None else replace(b, layers=layers),
+                                fov_diameter_km=fov_diameter_km, no_corners=no_corners)
+        parts += chunks
+        for k in range(n_periods) if layers is None else layers:
+            by_layer[k] += chunks
+    blocks = route_to_blocks(by_layer, tiling, split_every)
     attrs = base_attrs(info, g, method, weighting)
     attrs.update(provenance(datasets))
     attrs["composite_period"] = period
     attrs["title"] = f"{info.species} {'daily' if period == 'day' else 'monthly'} Level-3 composites ({method} binning)"
     bounds = np.stack([edges[:-1], edges[1:]], axis=1)
-    return partial_to_dataset(combined, g, tiling, info, attrs=attrs, min_weight=min_weight,
-                              chunk=chunk or auto_chunk(g), times=edges[:-1], time_bounds=bounds)
+    return blocks_to_dataset(blocks, dropped_total(parts, split_every), g, tiling, info, statistics=stats,
+                             attrs=attrs, min_weight=min_weight, times=edges[:-1], time_bounds=bounds)
+
+
+#: Margin around a file's time coverage within which its soundings are still placed (clock rounding).
+COVERAGE_MARGIN = np.timedelta64(1, "h")
+
+
+def layers_of(ds: xr.Dataset, edges: np.ndarray) -> tuple[int, ...] | None:
+    """Period layers a product can reach, from its time-coverage attributes (None: unknown, any).
+
+    This is metadata only (no data read): it routes each file's partial sums to the
+    periods it overlaps, so a period's maps depend on its own files only. Soundings
+    outside the coverage (plus :data:`COVERAGE_MARGIN`) are dropped and counted.
+    """
+    start = _parse_time(ds.attrs.get("time_coverage_start", ""))
+    end = _parse_time(ds.attrs.get("time_coverage_end", ""))
+    if start is None or end is None or end < start:
+        return None
+    lo = int(np.searchsorted(edges, start - COVERAGE_MARGIN, side="right")) - 1
+    hi = int(np.searchsorted(edges, end + COVERAGE_MARGIN, side="right")) - 1
+    return tuple(range(max(lo, 0), min(hi, len(edges) - 2) + 1))

@@ -11,7 +11,7 @@ soundings (chunk), a tree of merges (combine), and one task per output tile
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import dask
@@ -22,14 +22,26 @@ from dask.delayed import Delayed
 
 from ._area_kernel import area_accumulate
 from ._version import __version__
-from .binning import STATISTICS, Partial, Tiling, finalize_block, merge, offset, point_partial
+from .binning import (
+    STATISTICS,
+    Partial,
+    Tiling,
+    check_statistics,
+    dropped_of,
+    finalize_stack,
+    merge,
+    offset,
+    point_partial,
+    select,
+    trim,
+)
 from .errors import GridError, ReaderOptionError
 from .footprints import FOV_DIAMETER_KM, circle_footprints, polygons_in_grid, with_derived_corners
 from .grid import GridSpec, named_grid
 from .schema import SPECIES, SWATH_DIMS, SpeciesInfo, species_of
 
-__all__ = ["grid_soundings", "soundings_partial", "tree_merge", "partial_to_dataset", "cf_statistic_attrs", "Binning",
-           "METHODS", "WEIGHTINGS"]
+__all__ = ["grid_soundings", "chunk_partials", "tree_merge", "route_to_blocks", "dropped_total", "blocks_to_dataset",
+           "cf_statistic_attrs", "statistics_of", "check_chunk", "Binning", "METHODS", "WEIGHTINGS"]
 
 METHODS = ("point", "area")
 #: Tile size (cells) of the tile-major cell index, and the COG's internal tiles.
@@ -57,6 +69,11 @@ class Binning:
         Diameter of circular footprints for soundings without corners (area method).
     period_edges : tuple of int, optional
         Period boundaries as datetime64[ns] integers (composites); None = one period.
+    statistics : tuple of str
+        The statistics to finalize; the chunk step keeps only the sums they need.
+    layers : tuple of int, optional
+        Period layers this product may reach (from its time coverage); soundings in
+        other periods are dropped and counted. None = any.
     """
 
     grid: GridSpec
@@ -66,6 +83,8 @@ class Binning:
     ref: float
     fov_km: float | None = None
     period_edges: tuple[int, ...] | None = None
+    statistics: tuple[str, ...] = STATISTICS
+    layers: tuple[int, ...] | None = None
 
 
 def _point_chunk(lon: np.ndarray, lat: np.ndarray, x: np.ndarray, u: np.ndarray, b: Binning) -> Partial:
@@ -104,13 +123,19 @@ def _chunk(lon: np.ndarray, lat: np.ndarray, x: np.ndarray, u: np.ndarray, valid
     ok = np.asarray(valid, bool).ravel() & np.isfinite(x)
     if b.inverse_variance:
         ok &= np.isfinite(u) & (u > 0)
+    outside = 0
     if b.period_edges is not None:
         t = np.asarray(time).ravel().astype("datetime64[ns]").astype(np.int64)
         period = np.searchsorted(np.asarray(b.period_edges, np.int64), t, side="right") - 1
-        ok &= (period >= 0) & (period < len(b.period_edges) - 1)
+        # soundings outside every period, or outside their file's time coverage: dropped and counted
+        inside = (period >= 0) & (period < len(b.period_edges) - 1)
+        if b.layers is not None:
+            inside &= np.isin(period, np.asarray(b.layers, np.int64))
+        outside = int(np.count_nonzero(ok & ~inside))
+        ok &= inside
     sel = np.flatnonzero(ok)
     if sel.size == 0:
-        return Partial.empty(b.ref)
+        return trim(Partial.empty(b.ref, outside), b.statistics)
     x = x[sel].astype(np.float64)
     u = u[sel].astype(np.float64)
     lon = np.asarray(lon).ravel()[sel].astype(np.float64)
@@ -133,7 +158,8 @@ def _chunk(lon: np.ndarray, lat: np.ndarray, x: np.ndarray, u: np.ndarray, valid
         else:
             part = _area_chunk(lon[idx], lat[idx], lb, la, x[idx], u[idx], b)
         parts.append(offset(part, layer * b.tiling.layer_size))
-    return merge(*parts)
+    out = trim(merge(*parts), b.statistics)
+    return replace(out, n_dropped=out.n_dropped + outside) if outside else out
 
 
 def _blocks(ds: xr.Dataset, names: Sequence[str], extra: Sequence[str] = ()) -> list[list[Any]]:
@@ -163,15 +189,14 @@ def _fov_for(ds: xr.Dataset, fov_diameter_km: float | None, no_corners: str) -> 
     )
 
 
-def soundings_partial(
+def chunk_partials(
     ds: xr.Dataset,
     b: Binning,
     *,
-    split_every: int = 8,
     fov_diameter_km: float | None = None,
     no_corners: str = "fov",
-) -> Delayed:
-    """Lazy :class:`~eo_pipeline.binning.Partial` of one product (chunk tasks + tree merge)."""
+) -> list[Delayed]:
+    """Chunk step of one product: one lazy :class:`~eo_pipeline.binning.Partial` per block of soundings."""
     info = species_of(ds)
     extra: list[str] = []
     if b.method == "area":
@@ -180,47 +205,92 @@ def soundings_partial(
         if "latitude_bounds" in ds and "longitude_bounds" in ds:
             extra = ["longitude_bounds", "latitude_bounds"]
         else:
-            b = Binning(b.grid, b.tiling, b.method, b.inverse_variance, b.ref,
-                        _fov_for(ds, fov_diameter_km, no_corners), b.period_edges)
+            b = replace(b, fov_km=_fov_for(ds, fov_diameter_km, no_corners))
     names = ["longitude", "latitude", info.name, f"{info.name}_uncertainty", "valid", "time"]
     task = dask.delayed(_chunk, pure=True)
     parts = []
     for blk in _blocks(ds, names, extra):
         lon_b, lat_b = (blk[6], blk[7]) if extra else (None, None)
         parts.append(task(*blk[:6], lon_b, lat_b, b))
-    return tree_merge(parts, split_every)
+    return parts
 
 
-def tree_merge(parts: Sequence[Delayed], split_every: int = 8) -> Delayed:
-    """Combine partials in a tree of fan-in ``split_every``."""
+def tree_merge(parts: Sequence[Delayed], split_every: int = 8, *, block: tuple[int, int] | None = None) -> Delayed:
+    """Combine partials in a tree of fan-in ``split_every``; with ``block=(lo, hi)`` keep only those cells.
+
+    Restricting at the first level means a block's tree holds only the block's cells,
+    and each chunk's partial can be freed as soon as every block has taken its share.
+    """
     if split_every < 2:
         raise ValueError("split_every must be >= 2")
-    task = dask.delayed(merge, pure=True)
     level = list(parts)
     if not level:
         return dask.delayed(Partial.empty, pure=True)(0.0)
+    if block is not None:
+        task = dask.delayed(_merge_block, pure=True)
+        level = [task(block[0], block[1], *level[i:i + split_every]) for i in range(0, len(level), split_every)]
+    task = dask.delayed(merge, pure=True)
     while len(level) > 1:
         level = [task(*level[i:i + split_every]) for i in range(0, len(level), split_every)]
     return level[0]
 
 
-def _stat_array(partial: Delayed, tiling: Tiling, layer: int, chunk: int, stat: str, min_weight: float) -> da.Array:
-    """One statistic as a dask array of ``chunk`` blocks, one finalize task per block."""
-    task = dask.delayed(finalize_block, pure=True)
-    rows, cols = tiling.shape
+def _merge_block(lo: int, hi: int, *parts: Partial) -> Partial:
+    """Combine step restricted to one output block: the cells in ``[lo, hi)`` of each partial, merged."""
+    return merge(*[select(p, lo, hi) for p in parts])
+
+
+def route_to_blocks(parts: dict[int, list[Delayed]], tiling: Tiling, split_every: int = 8) -> dict[int, Delayed]:
+    """Combine step per output block: ``{tile id: merged Partial of that block}``.
+
+    ``parts`` maps each period layer to the chunk partials that may hold soundings of
+    that period. Every output block (a tile of the tiling, one per period layer) gets
+    its own tree over those chunks, restricted to its cells: no task ever holds all
+    cells of all periods, a block's finalize depends only on the partials of its
+    period, and a block is finalized, written and freed on its own.
+    """
+    out: dict[int, Delayed] = {}
+    for layer, chunk_parts in parts.items():
+        for t in range(tiling.tiles_per_layer):
+            tid = layer * tiling.tiles_per_layer + t
+            out[tid] = tree_merge(chunk_parts, split_every, block=tiling.tile_range(tid))
+    return out
+
+
+def _sum_ints(*values: int) -> int:
+    return int(sum(values))
+
+
+def dropped_total(parts: Sequence[Delayed], split_every: int = 8) -> Delayed:
+    """Lazy total of the footprints the chunks dropped (a tree of small sums, one leaf per chunk)."""
+    level = [dask.delayed(dropped_of, pure=True)(p) for p in parts]
+    if not level:
+        return dask.delayed(_sum_ints, pure=True)()
+    task = dask.delayed(_sum_ints, pure=True)
+    while len(level) > 1:
+        level = [task(*level[i:i + split_every]) for i in range(0, len(level), split_every)]
+    return level[0]
+
+
+def _as_int32(total: int) -> np.ndarray:
+    return np.int32(min(total, np.iinfo(np.int32).max))
+
+
+def _stack_array(blocks: dict[int, Delayed], tiling: Tiling, layer: int, statistics: tuple[str, ...],
+                 min_weight: float) -> da.Array:
+    """The statistics of one period layer as a ``(n_stat, rows, cols)`` dask array, one finalize task per block."""
+    task = dask.delayed(finalize_stack, pure=True)
     out = []
-    for r0 in range(0, rows, chunk):
+    for tr in range(tiling.tile_rows):
         row = []
-        for c0 in range(0, cols, chunk):
-            r1, c1 = min(r0 + chunk, rows), min(c0 + chunk, cols)
-            row.append(da.from_delayed(task(partial, tiling, layer, r0, r1, c0, c1, stat, min_weight),
-                                       shape=(r1 - r0, c1 - c0), dtype=np.float32))
+        for tc in range(tiling.tile_cols):
+            tid = layer * tiling.tiles_per_layer + tr * tiling.tile_cols + tc
+            r0, r1, c0, c1 = tiling.tile_bounds(tid)
+            row.append(da.from_delayed(task(blocks[tid], tiling, tid, statistics, min_weight),
+                                       shape=(len(statistics), r1 - r0, c1 - c0), dtype=np.float32,
+                                       meta=np.empty((0, 0, 0), np.float32)))
         out.append(row)
-    return da.block(out)
-
-
-def _dropped(p: Partial) -> np.ndarray:
-    return np.int32(min(p.n_dropped, np.iinfo(np.int32).max))
+    return da.concatenate([da.concatenate(row, axis=2) for row in out], axis=1)
 
 
 #: CF ``cell_methods`` of each statistic over the soundings in a cell (and period).
@@ -250,31 +320,29 @@ def cf_statistic_attrs(info: SpeciesInfo, stat: str, *, with_time: bool) -> dict
     return attrs
 
 
-def partial_to_dataset(
-    partial: Delayed,
+def blocks_to_dataset(
+    blocks: dict[int, Delayed],
+    dropped: Delayed,
     grid: GridSpec,
     tiling: Tiling,
     info: SpeciesInfo,
     *,
+    statistics: tuple[str, ...] = STATISTICS,
     attrs: dict[str, Any] | None = None,
     min_weight: float = 0.0,
-    chunk: int = 2048,
     times: Sequence[np.datetime64] | None = None,
     time_bounds: np.ndarray | None = None,
 ) -> xr.Dataset:
-    """Finalize step: a lazy dataset of the statistics in ``chunk`` x ``chunk`` blocks.
+    """Finalize step: a lazy dataset of the statistics, one finalize task per output block.
 
-    ``chunk`` must be a multiple of the tiling's tile size. With ``times`` (one per
-    period layer) the variables get a leading ``time`` dimension.
+    ``blocks`` maps every tile id of the tiling (each tile is one output block) to its
+    merged partial (:func:`route_to_blocks`). With ``times`` (one per period layer) the
+    variables get a leading ``time`` dimension. Each block's task computes all chosen
+    statistics at once; a variable is one statistic of that stack.
     """
-    if chunk % tiling.tile:
-        raise ReaderOptionError(f"chunk ({chunk}) must be a multiple of the tile size ({tiling.tile})")
-
-    def stat_array(stat: str) -> da.Array:
-        if times is None:
-            return _stat_array(partial, tiling, 0, chunk, stat, min_weight)
-        return da.stack([_stat_array(partial, tiling, k, chunk, stat, min_weight) for k in range(len(times))])
-
+    layers = len(times) if times is not None else 1
+    stacks = [_stack_array(blocks, tiling, k, statistics, min_weight) for k in range(layers)]
+    stack = stacks[0] if times is None else da.stack(stacks, axis=1)
     dims: tuple[str, ...] = ("y", "x") if times is None else ("time", "y", "x")
     coords: dict[str, Any] = dict(grid.coords())
     coords["crs"] = ((), np.int32(0), grid.cf_grid_mapping())
@@ -292,21 +360,46 @@ def partial_to_dataset(
         "uncertainty": ("f4", units, "propagated 1-sigma uncertainty of the weighted mean (independent errors)"),
     }
     data_vars: dict[str, Any] = {}
-    for stat in STATISTICS:
+    for k, stat in enumerate(statistics):
         dtype, u, long_name = meta[stat]
-        arr = stat_array(stat)
+        arr = stack[k]
         arr = arr.astype(np.int32) if dtype == "i4" else arr
+        stat_attrs = cf_statistic_attrs(info, stat, with_time=times is not None)
+        if "ancillary_variables" in stat_attrs:  # refer only to what the dataset holds
+            kept = [v for v in stat_attrs["ancillary_variables"].split() if v.removeprefix(f"{info.name}_") in statistics]
+            if kept:
+                stat_attrs["ancillary_variables"] = " ".join(kept)
+            else:
+                del stat_attrs["ancillary_variables"]
         data_vars[f"{info.name}_{stat}"] = xr.DataArray(
-            arr, dims=dims, attrs={"units": u, "long_name": long_name, "grid_mapping": "crs",
-                                   **cf_statistic_attrs(info, stat, with_time=times is not None)})
+            arr, dims=dims, attrs={"units": u, "long_name": long_name, "grid_mapping": "crs", **stat_attrs})
     data_vars["n_footprints_dropped"] = xr.DataArray(
-        da.from_delayed(dask.delayed(_dropped, pure=True)(partial), shape=(), dtype=np.int32),
-        attrs={"long_name": "footprints that could not be projected onto the grid and were dropped", "units": "1"})
+        da.from_delayed(dask.delayed(_as_int32, pure=True)(dropped), shape=(), dtype=np.int32),
+        attrs={"long_name": "footprints dropped: not projectable onto the grid, impossible corners, zero area, "
+                            "or soundings outside their file's time coverage", "units": "1"})
     if times is not None and time_bounds is not None:
         data_vars["time_bounds"] = xr.DataArray(np.asarray(time_bounds, "datetime64[ns]"), dims=("time", "nv"))
     ds = xr.Dataset(data_vars, coords=coords)
     ds.attrs.update(attrs or {})
+    ds.attrs["statistics"] = " ".join(statistics)
     return ds
+
+
+def check_chunk(chunk: int | None) -> int | None:
+    """Validate a user's output block size (cells, a positive multiple of :data:`TILE`)."""
+    if chunk is None:
+        return None
+    if int(chunk) != chunk or chunk <= 0 or chunk % TILE:
+        raise ReaderOptionError(f"chunk must be a positive multiple of {TILE} cells, got {chunk!r}")
+    return int(chunk)
+
+
+def statistics_of(statistics: Any) -> tuple[str, ...]:
+    """The statistics to compute (None: all of :data:`~eo_pipeline.binning.STATISTICS`), validated."""
+    try:
+        return check_statistics(statistics)
+    except ValueError as exc:
+        raise ReaderOptionError(str(exc)) from exc
 
 
 def auto_chunk(grid: GridSpec) -> int:
@@ -374,6 +467,7 @@ def grid_soundings(
     min_weight: float = 0.0,
     fov_diameter_km: float | None = None,
     no_corners: str = "fov",
+    statistics: Sequence[str] | str | None = None,
 ) -> xr.Dataset:
     """Grid soundings of one species onto ``grid`` (lazy).
 
@@ -405,27 +499,40 @@ def grid_soundings(
     no_corners : {"fov", "point"}
         For sounding products without corners in ``area`` mode: model the field of view
         as a 16-gon of the circle's area (``fov``), or fall back to point binning.
+    statistics : sequence of str, optional
+        Which of ``mean``, ``std``, ``count``, ``weight``, ``min``, ``max`` and
+        ``uncertainty`` to compute (default: all); the partial sums keep only what
+        these need, so fewer statistics mean less memory and work.
 
     Returns
     -------
     xarray.Dataset
-        ``<species>_mean``, ``_std``, ``_count``, ``_weight``, ``_min``, ``_max`` and
-        ``_uncertainty`` on dims ``(y, x)`` (cell centres), a CF ``crs`` grid-mapping
-        coordinate, ``n_footprints_dropped``, and provenance attributes.
+        ``<species>_<statistic>`` for each chosen statistic on dims ``(y, x)`` (cell
+        centres), a CF ``crs`` grid-mapping coordinate, ``n_footprints_dropped``, and
+        provenance attributes.
+
+    Notes
+    -----
+    The graph follows flox's chunk / combine / finalize recipe, with the combine step
+    per output block: every block of soundings becomes sparse partial sums; for each
+    output block (``chunk`` x ``chunk`` cells) a tree keeps only that block's cells of
+    each partial and merges them; one task per block finalizes all statistics. A
+    block is thus computed, written and freed on its own, and memory follows the
+    blocks in flight, not the number of files.
     """
     products, info = check_inputs(products, method, weighting)
     if no_corners not in ("fov", "point"):
         raise ReaderOptionError(f"no_corners must be 'fov' or 'point', got {no_corners!r}")
+    stats = statistics_of(statistics)
     g = as_grid(grid)
-    tiling = Tiling(g.shape, TILE)
-    b = Binning(g, tiling, method, weighting == "inverse_variance", info.reference_value)
-    parts = [soundings_partial(p, b, split_every=split_every, fov_diameter_km=fov_diameter_km, no_corners=no_corners)
-             for p in products]
-    combined = tree_merge(parts, split_every)
+    tiling = Tiling(g.shape, check_chunk(chunk) or auto_chunk(g))
+    b = Binning(g, tiling, method, weighting == "inverse_variance", info.reference_value, statistics=stats)
+    parts = [c for p in products for c in chunk_partials(p, b, fov_diameter_km=fov_diameter_km, no_corners=no_corners)]
+    blocks = route_to_blocks({0: parts}, tiling, split_every)
     attrs = base_attrs(info, g, method, weighting)
     attrs.update(provenance(products))
-    return partial_to_dataset(combined, g, tiling, info, attrs=attrs, min_weight=min_weight,
-                              chunk=chunk or auto_chunk(g))
+    return blocks_to_dataset(blocks, dropped_total(parts, split_every), g, tiling, info, statistics=stats,
+                             attrs=attrs, min_weight=min_weight)
 
 
 def base_attrs(info: SpeciesInfo, g: GridSpec, method: str, weighting: str | None) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import xarray as xr
 
 from ._version import __version__
 from .anomaly import regional_anomaly
+from .binning import STATISTICS
 from .composite import composite
 from .config import JobConfig, config_hash
 from .errors import ConfigError, EOPipelineError, OutputError, warn
@@ -125,11 +126,22 @@ def open_inputs(cfg: JobConfig, files: list[Path]) -> tuple[list[xr.Dataset], li
     return kept, skipped
 
 
+def job_statistics(cfg: JobConfig) -> tuple[str, ...]:
+    """The statistics a job computes: ``gridding.statistics``, plus what its stages need.
+
+    The mean is always there (quicklooks, anomalies); anomalies, hotspots and region
+    tables also use the count and the weight.
+    """
+    chosen = STATISTICS if cfg.gridding.statistics == "all" else tuple(cfg.gridding.statistics)
+    needed = ("mean", "count", "weight") if (cfg.anomaly is not None or cfg.regions is not None) else ("mean",)
+    return tuple(dict.fromkeys((*needed, *chosen)))
+
+
 def level3(cfg: JobConfig, products: list[xr.Dataset], grid: Any) -> xr.Dataset:
     """The gridding stage of a job: one map, or daily/monthly composites with a time axis."""
     g = cfg.gridding
     common = dict(method=g.method, weighting=g.weighting, chunk=g.chunk, min_weight=g.min_weight,
-                  fov_diameter_km=g.fov_diameter_km, no_corners=g.no_corners)
+                  statistics=job_statistics(cfg), fov_diameter_km=g.fov_diameter_km, no_corners=g.no_corners)
     if g.composite:
         return composite(products, grid, period=g.composite, **common)
     return grid_soundings(products, grid, **common)
