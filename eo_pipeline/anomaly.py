@@ -40,6 +40,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 from numba import njit
+from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
 
 from .errors import QualityWarning, ReaderOptionError, warn
 from .grid import GridSpec
@@ -307,60 +308,450 @@ def _daily_median(ds: xr.Dataset, info: SpeciesInfo, var: str, regions: tuple[Re
 
 
 # --------------------------------------------------------------------------- moving median
-@njit(cache=True, nogil=True)
-def _moving_median_kernel(values, ok, y_km, x_km_per_col, radius_km, want_spread):  # pragma: no cover - compiled
-    """Median (and 1.4826 MAD) of the filled cells within ``radius_km`` of every filled cell.
+# A cell's window is a run of columns in each row within the radius, so moving one column
+# to the right drops at most one cell per row and adds at most one. The kernel sorts the
+# filled cells by value once, keeps the window as a bitset over those ranks (updated by
+# the few cells that change per step) and walks pointers through it to the median and to
+# the block of ranks closest to the median (the MAD): exact, with work per cell
+# proportional to the rows in the window rather than to the cells in it.
 
-    ``y_km`` is each row's position (km, increasing with the row index), ``x_km_per_col``
-    each row's column spacing (km); distances use the local spacing of the two rows' mean.
+_ALL_BITS = np.uint64(0xFFFFFFFFFFFFFFFF)
+_ONE_BIT = np.uint64(1)
+#: Output rows per dask task of the moving median (each task also reads the rows within the radius).
+_STRIP_ROWS = 96
+
+
+@njit(cache=True, nogil=True)
+def _bit_add(words: np.ndarray, summary: np.ndarray, q: int) -> None:  # pragma: no cover - compiled
+    """Kernel: add rank ``q`` to the bitset ``words``; ``summary`` marks its non-empty words."""
+    w = q >> 6
+    words[w] |= _ONE_BIT << np.uint64(q & 63)
+    summary[w >> 6] |= _ONE_BIT << np.uint64(w & 63)
+
+
+@njit(cache=True, nogil=True)
+def _bit_remove(words: np.ndarray, summary: np.ndarray, q: int) -> None:  # pragma: no cover - compiled
+    """Kernel: remove rank ``q`` from the bitset (without a branch: a word empties about every other time)."""
+    w = q >> 6
+    x = words[w] & ~(_ONE_BIT << np.uint64(q & 63))
+    words[w] = x
+    summary[w >> 6] &= ~(np.uint64(x == 0) << np.uint64(w & 63))
+
+
+@njit(cache=True, nogil=True)
+def _next_set(words: np.ndarray, summary: np.ndarray, pos: int) -> int:  # pragma: no cover - compiled
+    """Kernel: the smallest rank >= ``pos`` in the bitset, or ``64 * words.size`` if none."""
+    nw = words.size
+    pos = max(pos, 0)
+    w = pos >> 6
+    if w >= nw:
+        return nw << 6
+    x = words[w] & (_ALL_BITS << np.uint64(pos & 63))
+    if x != 0:
+        return (w << 6) + int(trailing_zeros(x))
+    w += 1
+    if w >= nw:
+        return nw << 6
+    s = w >> 6
+    y = summary[s] & (_ALL_BITS << np.uint64(w & 63))
+    while y == 0:
+        s += 1
+        if s >= summary.size:
+            return nw << 6
+        y = summary[s]
+    w = (s << 6) + int(trailing_zeros(y))
+    return (w << 6) + int(trailing_zeros(words[w]))
+
+
+@njit(cache=True, nogil=True)
+def _prev_set(words: np.ndarray, summary: np.ndarray, pos: int) -> int:  # pragma: no cover - compiled
+    """Kernel: the largest rank <= ``pos`` in the bitset, or -1 if none."""
+    if pos < 0:
+        return -1
+    pos = min(pos, (words.size << 6) - 1)
+    w = pos >> 6
+    x = words[w] & (_ALL_BITS >> np.uint64(63 - (pos & 63)))
+    if x != 0:
+        return (w << 6) + 63 - int(leading_zeros(x))
+    w -= 1
+    if w < 0:
+        return -1
+    s = w >> 6
+    y = summary[s] & (_ALL_BITS >> np.uint64(63 - (w & 63)))
+    while y == 0:
+        s -= 1
+        if s < 0:
+            return -1
+        y = summary[s]
+    w = (s << 6) + 63 - int(leading_zeros(y))
+    return (w << 6) + 63 - int(leading_zeros(words[w]))
+
+
+@njit(cache=True, nogil=True)
+def _sort_order(vals: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """Kernel: the permutation that sorts float64 ``vals`` (no NaN) ascending; an LSD radix sort.
+
+    The float bits are mapped to unsigned integers in the same order; 11-bit digits that
+    every value shares are skipped (values from float32 maps leave 29 of the 64 bits zero).
+    """
+    n = vals.size
+    bits = vals.view(np.uint64)
+    key = np.empty(n, np.uint64)
+    counts = np.zeros((6, 2048), np.int64)
+    digit = np.uint64(2047)
+    for i in range(n):
+        b = bits[i]
+        k = ~b if b >> np.uint64(63) else b | (_ONE_BIT << np.uint64(63))
+        key[i] = k
+        for d in range(6):
+            counts[d, (k >> np.uint64(11 * d)) & digit] += 1
+    order = np.arange(n)
+    key2 = np.empty(n, np.uint64)
+    order2 = np.empty(n, np.int64)
+    for d in range(6):
+        shift = np.uint64(11 * d)
+        c = counts[d]
+        if n == 0 or c[(key[0] >> shift) & digit] == n:
+            continue
+        total = 0
+        for b in range(2048):
+            t = c[b]
+            c[b] = total
+            total += t
+        for i in range(n):
+            k = key[i]
+            b = (k >> shift) & digit
+            key2[c[b]] = k
+            order2[c[b]] = order[i]
+            c[b] += 1
+        key, key2 = key2, key
+        order, order2 = order2, order
+    return order
+
+
+@njit(cache=True, nogil=True)
+def _rank_filled(values: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """Kernel: each filled cell's rank among the filled cells by value (-1 where empty) and the sorted values.
+
+    Equal values get distinct ranks; the statistics depend only on the values.
     """
     rows, cols = values.shape
-    bg = np.full((rows, cols), np.nan, np.float32)
-    sp = np.full((rows, cols), np.nan, np.float32)
-    buf = np.empty(rows * cols if rows * cols < 1_000_000 else 1_000_000)
+    n = 0
     for i in range(rows):
-        # rows within the radius
-        i0 = i
-        while i0 > 0 and abs(y_km[i0 - 1] - y_km[i]) <= radius_km:
-            i0 -= 1
-        i1 = i
-        while i1 < rows - 1 and abs(y_km[i1 + 1] - y_km[i]) <= radius_km:
-            i1 += 1
         for j in range(cols):
-            if not ok[i, j]:
+            if ok[i, j]:
+                n += 1
+    cell = np.empty(n, np.int64)
+    vals = np.empty(n, np.float64)
+    k = 0
+    for i in range(rows):
+        for j in range(cols):
+            if ok[i, j]:
+                cell[k] = i * cols + j
+                vals[k] = values[i, j]
+                k += 1
+    order = _sort_order(vals)
+    rank = np.full((rows, cols), -1, np.int32)
+    sorted_values = np.empty(n, np.float64)
+    for r in range(n):
+        c = cell[order[r]]
+        rank[c // cols, c % cols] = r
+        sorted_values[r] = vals[order[r]]
+    return rank, sorted_values
+
+
+@njit(cache=True, nogil=True)
+def _row_reach(y_km: np.ndarray, radius_km: float) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """Kernel: first and last row of the unbroken run of rows within ``radius_km`` (km) of each row."""
+    rows = y_km.size
+    first = np.empty(rows, np.int64)
+    last = np.empty(rows, np.int64)
+    for i in range(rows):
+        a = i
+        while a > 0 and abs(y_km[a - 1] - y_km[i]) <= radius_km:
+            a -= 1
+        b = i
+        while b < rows - 1 and abs(y_km[b + 1] - y_km[i]) <= radius_km:
+            b += 1
+        first[i] = a
+        last[i] = b
+    return first, last
+
+
+@njit(cache=True, nogil=True)
+def _window_rows(y_km: np.ndarray, x_km_per_col: np.ndarray, radius_km: float, i: int, i0: int, i1: int, cols: int,
+                 band: np.ndarray, band_half: np.ndarray) -> int:  # pragma: no cover - compiled
+    """Kernel: the rows of row ``i``'s window (from ``i0..i1``) and their half-widths; returns their number.
+
+    A row at ``dy`` km reaches ``floor(sqrt(r^2 - dy^2) / dx)`` columns each side of the
+    centre, ``dx`` the mean of the two rows' column spacing (km); a spacing that is not
+    positive reaches every column.
+    """
+    nb = 0
+    for r in range(i0, i1 + 1):
+        dy = y_km[r] - y_km[i]
+        rem = radius_km * radius_km - dy * dy
+        if rem < 0:
+            continue
+        dx = 0.5 * (x_km_per_col[r] + x_km_per_col[i])
+        h = cols
+        if dx > 0:
+            q = math.sqrt(rem) / dx
+            h = int(math.floor(q)) if q < cols else cols
+        band[nb] = r
+        band_half[nb] = h
+        nb += 1
+    return nb
+
+
+@njit(cache=True, nogil=True)
+def _first_window(rank: np.ndarray, band: np.ndarray, band_half: np.ndarray, nb: int, words: np.ndarray,
+                  summary: np.ndarray) -> int:  # pragma: no cover - compiled
+    """Kernel: put the window of column 0 into the (empty) bitset; returns its size."""
+    n = 0
+    for t in range(nb):
+        for c in range(min(rank.shape[1], band_half[t] + 1)):
+            q = rank[band[t], c]
+            if q >= 0:
+                _bit_add(words, summary, q)
+                n += 1
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _step_changes(rank: np.ndarray, band: np.ndarray, band_half: np.ndarray, nb: int, j: int, gone: np.ndarray,
+                  came: np.ndarray) -> tuple[int, int]:  # pragma: no cover - compiled
+    """Kernel: the ranks that leave and enter the window as its centre moves to column ``j``; their numbers.
+
+    In each row the window spans ``j - h .. j + h``: column ``j - 1 - h`` leaves, ``j + h``
+    enters. Empty cells (rank -1) are written and then overwritten, without a branch on the
+    cloud mask (which a processor cannot predict).
+    """
+    cols = rank.shape[1]
+    ng = 0
+    nc = 0
+    for t in range(nb):
+        h = band_half[t]
+        if j - 1 - h >= 0:
+            q = rank[band[t], j - 1 - h]
+            gone[ng] = q
+            ng += q >= 0
+        if j + h < cols:
+            q = rank[band[t], j + h]
+            came[nc] = q
+            nc += q >= 0
+    return ng, nc
+
+
+@njit(cache=True, nogil=True)
+def _apply_changes(words: np.ndarray, summary: np.ndarray, gone: np.ndarray, ng: int, came: np.ndarray, nc: int,
+                   p: int, lo: int, hi: int) -> tuple[int, int]:  # pragma: no cover - compiled
+    """Kernel: update the bitset; returns the change of the window ranks under ``p`` and inside ``lo..hi``."""
+    below = 0
+    inside = 0
+    for t in range(ng):
+        q = gone[t]
+        _bit_remove(words, summary, q)
+        below -= q < p
+        inside -= (lo <= q) & (q <= hi)
+    for t in range(nc):
+        q = came[t]
+        _bit_add(words, summary, q)
+        below += q < p
+        inside += (lo <= q) & (q <= hi)
+    return below, inside
+
+
+@njit(cache=True, nogil=True)
+def _median_rank(words: np.ndarray, summary: np.ndarray, p: int, below: int,
+                 a: int) -> tuple[int, int]:  # pragma: no cover - compiled
+    """Kernel: move ``p`` to the window's ``a``-th smallest rank (0-based).
+
+    ``below`` is the number of window ranks under ``p`` before and after the move.
+    """
+    while below > a:
+        p = _prev_set(words, summary, p - 1)
+        below -= 1
+    p = _next_set(words, summary, p)
+    while below < a:
+        below += 1
+        p = _next_set(words, summary, p + 1)
+    return p, below
+
+
+@njit(cache=True, nogil=True)
+def _resize_block(words: np.ndarray, summary: np.ndarray, sval: np.ndarray, m: float, p: int, lo: int, hi: int,
+                  inside: int, k: int) -> tuple[int, int]:  # pragma: no cover - compiled
+    """Kernel: trim ``lo..hi`` to window ranks and grow or shrink it to ``k`` of them, near ``m`` first.
+
+    ``inside`` is the number of window ranks in ``lo..hi``; an empty run restarts at ``p``.
+    """
+    if inside <= 0:
+        lo = p
+        hi = p
+        inside = 1
+    else:
+        lo = _next_set(words, summary, lo)
+        hi = _prev_set(words, summary, hi)
+    for _ in range(inside - k):
+        if abs(sval[lo] - m) >= abs(sval[hi] - m):
+            lo = _next_set(words, summary, lo + 1)
+        else:
+            hi = _prev_set(words, summary, hi - 1)
+    for _ in range(k - inside):
+        a = _prev_set(words, summary, lo - 1)
+        b = _next_set(words, summary, hi + 1)
+        if b >= sval.size or (a >= 0 and abs(sval[a] - m) <= abs(sval[b] - m)):
+            lo = a
+        else:
+            hi = b
+    return lo, hi
+
+
+@njit(cache=True, nogil=True)
+def _closest_block(words: np.ndarray, summary: np.ndarray, sval: np.ndarray, m: float, p: int, lo: int, hi: int,
+                   inside: int, k: int) -> tuple[int, int, float, float]:  # pragma: no cover - compiled
+    """Kernel: the ``k`` window values closest to ``m``, as the ranks ``lo..hi``; their largest distance and the next.
+
+    The values nearest to ``m`` are a run of consecutive window ranks (distances fall, then
+    rise, along the sorted values). The run moves from where it was (``inside`` window ranks
+    in ``lo..hi``), is resized to ``k`` and slid while a neighbour outside is strictly closer
+    than its far end. Then its largest distance is the ``k``-th smallest of all, and the
+    smaller distance of its two outside neighbours the ``k + 1``-th (inf if none), because
+    ``m`` is the window's median (``p`` its lower middle rank) and ``k = ceil(n / 2)``: no
+    run of ``k`` values lies wholly on one side of ``m`` with a closer value beyond it.
+    """
+    lo, hi = _resize_block(words, summary, sval, m, p, lo, hi, inside, k)
+    while True:
+        b = _next_set(words, summary, hi + 1)
+        if b < sval.size and abs(sval[b] - m) < abs(sval[lo] - m):
+            lo = _next_set(words, summary, lo + 1)
+            hi = b
+            continue
+        a = _prev_set(words, summary, lo - 1)
+        if a >= 0 and abs(sval[a] - m) < abs(sval[hi] - m):
+            hi = _prev_set(words, summary, hi - 1)
+            lo = a
+            continue
+        break
+    beyond = abs(sval[a] - m) if a >= 0 else math.inf
+    if b < sval.size:
+        beyond = min(beyond, abs(sval[b] - m))
+    return lo, hi, max(abs(sval[lo] - m), abs(sval[hi] - m)), beyond
+
+
+@njit(cache=True, nogil=True)
+def _moving_median_kernel(values: np.ndarray, ok: np.ndarray, y_km: np.ndarray, x_km_per_col: np.ndarray,
+                          radius_km: float, want_spread: bool, first: int = 0,
+                          stop: int = -1) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Median (and 1.4826 MAD) of the filled cells within ``radius_km`` of every filled cell.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        float64 (rows, columns) map.
+    ok : numpy.ndarray
+        bool (rows, columns), True at filled cells (their values must be finite).
+    y_km : numpy.ndarray
+        Each row's position, km.
+    x_km_per_col : numpy.ndarray
+        Each row's column spacing, km.
+    radius_km : float
+        Window radius, km. The window of row ``i`` holds the unbroken run of rows with
+        ``|y_km - y_km[i]| <= radius_km``; a row at ``dy`` km gives the columns within
+        ``floor(sqrt(radius_km^2 - dy^2) / dx)`` of the centre column, ``dx`` the mean of
+        the two rows' column spacing (every column if ``dx`` is not positive), cut at the
+        map's edges. The cell itself is always in its window.
+    want_spread : bool
+        Also compute 1.4826 x the median absolute deviation from the median.
+    first, stop : int
+        Compute rows ``first..stop-1`` only (``stop=-1``: to the last row); ``values``
+        must hold every row within the radius of those.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Background (median) and spread, float32 (stop - first, columns), in the values'
+        units; NaN at empty cells (the spread NaN everywhere without ``want_spread``). The
+        median of an even count is the mean of the two middle values, as ``np.median``;
+        both statistics are exact (computed in float64 from the window's values, rounded
+        once to float32), as gathering and sorting each window would give them.
+    """
+    rows, cols = values.shape
+    stop = rows if stop < 0 else stop
+    rank, sval = _rank_filled(values, ok)
+    words = np.zeros(max(1, (sval.size + 63) >> 6), np.uint64)
+    summary = np.zeros((words.size + 63) >> 6, np.uint64)
+    reach0, reach1 = _row_reach(y_km, radius_km)
+    band = np.empty(rows, np.int64)  # the rows of a window and their half-widths
+    band_half = np.empty(rows, np.int64)
+    gone = np.empty(rows, np.int64)  # the ranks leaving / entering the window at one step
+    came = np.empty(rows, np.int64)
+    bg = np.full((stop - first, cols), np.nan, np.float32)
+    sp = np.full((stop - first, cols), np.nan, np.float32)
+    for i in range(first, stop):
+        nb = _window_rows(y_km, x_km_per_col, radius_km, i, reach0[i], reach1[i], cols, band, band_half)
+        n = _first_window(rank, band, band_half, nb, words, summary)  # the window size
+        p = below = 0  # a rank, and the number of window ranks under it
+        lo, hi, inside = 0, -1, 0  # a run of ranks, and the number of window ranks in it
+        for j in range(cols):
+            if j > 0:
+                ng, nc = _step_changes(rank, band, band_half, nb, j, gone, came)
+                d_below, d_inside = _apply_changes(words, summary, gone, ng, came, nc, p, lo, hi)
+                n += nc - ng
+                below += d_below
+                inside += d_inside
+            if rank[i, j] < 0:
                 continue
-            n = 0
-            for r in range(i0, i1 + 1):
-                dy = y_km[r] - y_km[i]
-                rem = radius_km * radius_km - dy * dy
-                if rem < 0:
-                    continue
-                dx = 0.5 * (x_km_per_col[r] + x_km_per_col[i])
-                half = int(math.floor(math.sqrt(rem) / dx)) if dx > 0 else cols
-                for c in range(max(0, j - half), min(cols, j + half + 1)):
-                    if ok[r, c] and n < buf.size:
-                        buf[n] = values[r, c]
-                        n += 1
-            if n == 0:
-                continue
-            m = np.median(buf[:n])
-            bg[i, j] = m
+            p, below = _median_rank(words, summary, p, below, (n - 1) // 2)
+            m = sval[p] if n & 1 else (sval[p] + sval[_next_set(words, summary, p + 1)]) / 2
+            bg[i - first, j] = m
             if want_spread:
-                dev = np.abs(buf[:n] - m)
-                sp[i, j] = 1.4826 * np.median(dev)
+                k = (n + 1) // 2
+                lo, hi, dk, beyond = _closest_block(words, summary, sval, m, p, lo, hi, inside, k)
+                inside = k
+                sp[i - first, j] = 1.4826 * (dk if n & 1 else (dk + beyond) / 2)
+        words[:] = 0
+        summary[:] = 0
     return bg, sp
 
 
 def _moving_block(values: np.ndarray, ok: np.ndarray, y_km: np.ndarray, x_km: np.ndarray, radius_km: float,
-                  zscore: bool) -> np.ndarray:
-    """Kernel over one (y, x) slice (or a stack of them): returns background and spread stacked."""
+                  zscore: bool, first: int = 0, stop: int | None = None) -> np.ndarray:
+    """Kernel over a strip of rows of a (..., y, x) block: background and spread of rows ``first..stop-1``, stacked.
+
+    The block must hold every row within ``radius_km`` (km) of the output rows; ``y_km``
+    and ``x_km`` (km) describe the block's rows. Returns float32 (2, ..., stop - first, x).
+    """
     v = np.asarray(values, np.float64)
     o = np.asarray(ok, bool) & np.isfinite(v)
-    if v.ndim == 2:
-        bg, sp = _moving_median_kernel(v, o, y_km, x_km, radius_km, zscore)
-        return np.stack([bg, sp])
-    out = [np.stack(_moving_median_kernel(v[t], o[t], y_km, x_km, radius_km, zscore)) for t in range(v.shape[0])]
-    return np.stack(out, axis=1)
+    rows, cols = v.shape[-2:]
+    stop = rows if stop is None else stop
+    y = np.ascontiguousarray(y_km, np.float64)
+    x = np.ascontiguousarray(x_km, np.float64)
+    v2 = v.reshape((-1, rows, cols))
+    o2 = o.reshape((-1, rows, cols))
+    out = np.empty((2, v2.shape[0], stop - first, cols), np.float32)
+    for t in range(v2.shape[0]):
+        out[0, t], out[1, t] = _moving_median_kernel(np.ascontiguousarray(v2[t]), np.ascontiguousarray(o2[t]), y, x,
+                                                     float(radius_km), bool(zscore), int(first), int(stop))
+    return out.reshape((2, *v.shape[:-2], stop - first, cols))
+
+
+def _row_strips(y_km: np.ndarray, radius_km: float, strip_rows: int) -> list[tuple[int, int, int, int]]:
+    """Tasks of the moving median: ``(lo, first, stop, hi)``, output rows ``first..stop-1`` from rows ``lo..hi-1``.
+
+    ``strip_rows`` output rows per task; the input rows are those within ``radius_km`` (km)
+    of the output rows, by the row positions ``y_km`` (km).
+    """
+    if y_km.size == 0:
+        return [(0, 0, 0, 0)]
+    reach0, reach1 = _row_reach(np.ascontiguousarray(y_km, np.float64), float(radius_km))
+    strips = []
+    for first in range(0, y_km.size, strip_rows):
+        stop = min(y_km.size, first + strip_rows)
+        strips.append((int(reach0[first:stop].min()), first, stop, int(reach1[first:stop].max()) + 1))
+    return strips
 
 
 def _row_spacing_km(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -389,8 +780,14 @@ def _moving_median(ds: xr.Dataset, info: SpeciesInfo, var: str, radius_km: float
     value = value.rechunk(full)
     ok = ok.rechunk(value.chunks)
     y_km, x_km = _row_spacing_km(ds)
-    both = da.map_blocks(_moving_block, value, ok, y_km, x_km, float(radius_km), zscore, dtype=np.float32,
-                         new_axis=0, chunks=((2,), *value.chunks))
+    # row strips (with the rows within the radius around them) let one map use several cores
+    parts = []
+    meta = np.empty((0,) * (value.ndim + 1), np.float32)
+    for lo, first, stop, hi in _row_strips(y_km, float(radius_km), _STRIP_ROWS):
+        parts.append(da.map_blocks(_moving_block, value[..., lo:hi, :], ok[..., lo:hi, :], y_km[lo:hi], x_km[lo:hi],
+                                   float(radius_km), zscore, first - lo, stop - lo, dtype=np.float32, meta=meta,
+                                   new_axis=0, chunks=((2,), *value.chunks[:-2], (stop - first,), value.chunks[-1])))
+    both = da.concatenate(parts, axis=-2).rechunk({value.ndim - 1: -1})
     params = {"radius_km": float(radius_km), "statistic": "median", "includes_centre_cell": True}
     return _finish(ds, info, var, both[0], both[1], zscore, "moving_median", params)
 
