@@ -20,24 +20,56 @@ The public API:
 * :class:`EOPipelineError` - root of every error raised on bad input
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .anomaly import regional_anomaly
-from .composite import composite
-from .config import load_config
 from .errors import EOPipelineError
-from .forest import compute_forest, forest_area_by_year
-from .forest_stage import run_forest
-from .grid import GridSpec, named_grid
-from .gridding import grid_soundings
-from .hotspots import find_hotspots
-from .io.geotiff import write_cog
-from .io.netcdf import write_netcdf
-from .io.quicklook import quicklook
-from .pipeline import run
-from .readers import list_readers, open_product, register_reader
-from .regions import load_regions, region_table
-from .sinks import carbon_maps, carbon_table, load_removal_factors, removals_tco2
-from .summary import summarize
+
+#: public name -> module that defines it; imported on first use (PEP 562), so that
+#: ``import eo_pipeline`` and the command line load only what a task needs.
+_LAZY = {
+    "regional_anomaly": "anomaly", "composite": "composites", "load_config": "config",
+    "compute_forest": "forest", "forest_area_by_year": "forest", "run_forest": "forest_stage",
+    "GridSpec": "grid", "named_grid": "grid", "grid_soundings": "gridding", "find_hotspots": "hotspots",
+    "write_cog": "io.geotiff", "write_netcdf": "io.netcdf", "quicklook": "io.quicklook", "run": "pipeline",
+    "list_readers": "readers", "open_product": "readers", "register_reader": "readers",
+    "load_regions": "regions", "region_table": "regions", "carbon_maps": "sinks", "carbon_table": "sinks",
+    "load_removal_factors": "sinks", "removals_tco2": "sinks", "summarize": "summary",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'eo_pipeline' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .anomaly import regional_anomaly
+    from .composites import composite
+    from .config import load_config
+    from .forest import compute_forest, forest_area_by_year
+    from .forest_stage import run_forest
+    from .grid import GridSpec, named_grid
+    from .gridding import grid_soundings
+    from .hotspots import find_hotspots
+    from .io.geotiff import write_cog
+    from .io.netcdf import write_netcdf
+    from .io.quicklook import quicklook
+    from .pipeline import run
+    from .readers import list_readers, open_product, register_reader
+    from .regions import load_regions, region_table
+    from .sinks import carbon_maps, carbon_table, load_removal_factors, removals_tco2
+    from .summary import summarize
 
 __all__ = [
     "forest_area_by_year",

@@ -154,6 +154,9 @@ class Partial:
         Reference value subtracted before summing (units of the values).
     n_dropped : int
         Footprints that could not be projected onto the grid (area method).
+    n_used : int
+        Valid soundings that went into the sums (each counted once, whatever the
+        number of cells it covers).
     """
 
     idx: np.ndarray
@@ -167,6 +170,7 @@ class Partial:
     vmax: np.ndarray | None
     ref: float
     n_dropped: int = 0
+    n_used: int = 0
 
     @classmethod
     def empty(cls, ref: float, n_dropped: int = 0) -> Partial:
@@ -216,17 +220,18 @@ def trim(p: Partial, statistics: tuple[str, ...]) -> Partial:
 def select(p: Partial, lo: int, hi: int) -> Partial:
     """The cells of ``p`` with flat index in ``[lo, hi)`` (one output block), as a compact copy.
 
-    ``n_dropped`` is not carried (it belongs to the whole chunk, see :func:`dropped_of`).
+    ``n_dropped`` and ``n_used`` are not carried (they belong to the whole chunk, see
+    :func:`dropped_of`).
     """
     a, b = np.searchsorted(p.idx, [lo, hi])
     if a == 0 and b == p.idx.size:
-        return replace(p, n_dropped=0)
+        return replace(p, n_dropped=0, n_used=0)
     return Partial(*[None if (v := getattr(p, k)) is None else v[a:b].copy() for k in FIELDS], ref=p.ref)
 
 
-def dropped_of(p: Partial) -> int:
-    """Footprints a chunk dropped (counted once per chunk, whatever the blocks it reaches)."""
-    return int(p.n_dropped)
+def dropped_of(p: Partial) -> tuple[int, int]:
+    """Footprints a chunk dropped and soundings it used (once per chunk, whatever the blocks it reaches)."""
+    return int(p.n_dropped), int(p.n_used)
 
 
 def _segments(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -307,13 +312,14 @@ def merge(*partials: Partial) -> Partial:
     All partials must hold the same optional arrays (they come from one binning).
     """
     dropped = sum(p.n_dropped for p in partials)
+    used = sum(p.n_used for p in partials)
     parts = [p for p in partials if len(p)]
     if not parts:
-        return replace(partials[0], n_dropped=dropped) if partials else Partial.empty(0.0, dropped)
+        return replace(partials[0], n_dropped=dropped, n_used=used) if partials else Partial.empty(0.0, dropped)
     ref = parts[0].ref
     parts = [_rebase(p, ref) for p in parts]
     if len(parts) == 1:
-        return replace(parts[0], n_dropped=dropped)
+        return replace(parts[0], n_dropped=dropped, n_used=used)
     present = [k for k in FIELDS if getattr(parts[0], k) is not None]
     if any(getattr(p, k) is None for p in parts for k in present):
         raise ValueError("merge: partials hold different statistics (trim them alike)")
@@ -323,7 +329,7 @@ def merge(*partials: Partial) -> Partial:
     for k in present[1:]:
         cat = np.concatenate([getattr(p, k) for p in parts])[order]
         out[k] = _REDUCE.get(k, np.add).reduceat(cat, starts)
-    return Partial(idx=keys, **out, ref=ref, n_dropped=dropped)  # type: ignore[arg-type]
+    return Partial(idx=keys, **out, ref=ref, n_dropped=dropped, n_used=used)  # type: ignore[arg-type]
 
 
 def offset(p: Partial, by: int) -> Partial:
@@ -462,4 +468,5 @@ def point_partial(
         ok &= good_u
         w = np.where(good_u, 1.0 / np.where(good_u, u, 1.0) ** 2, 0.0)
     idx = tiling.flat(row[ok], col[ok])
-    return reduce_by_cell(idx, w[ok], x[ok], None if u is None else u[ok], ref)
+    out = reduce_by_cell(idx, w[ok], x[ok], None if u is None else u[ok], ref)
+    return replace(out, n_used=int(np.count_nonzero(ok)))

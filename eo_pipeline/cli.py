@@ -14,11 +14,13 @@ import logging
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 from ._version import __version__
 from .errors import EOPipelineError
+from .progress import ProgressLine, WarningCollapser
 
 __all__ = ["main"]
 
@@ -49,16 +51,55 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+class _CLIReporter:
+    """Shows a job's progress on the session's line (see :class:`eo_pipeline.pipeline.Reporter`)."""
+
+    def __init__(self, session: Any) -> None:
+        self.line = session.line
+
+    def opened(self, done: int, total: int, path: Any) -> None:
+        self.line.show(f"opening inputs {done}/{total}: {path.name}", force=done == total)
+
+    def computing(self, n_outputs: int) -> Any:
+        from .progress import task_progress
+
+        self.line.clear()
+        return task_progress(self.line, n_outputs) if self.line.enabled else nullcontext()
+
+
+def _print_summary(result: Any, out_dir: Any) -> None:
+    """The closing screen of a job: inputs, soundings, outputs by kind, time, peak memory."""
+    from .progress import peak_memory_mb
+
+    kinds: dict[str, int] = {}
+    for o in result.outputs:
+        suffix = o.rsplit(".", 1)[-1].lower()
+        kinds[suffix] = kinds.get(suffix, 0) + 1
+    skipped = f", {len(result.skipped)} skipped (see job_summary.json)" if result.skipped else ""
+    used = sum(result.soundings.values())
+    dropped = sum(result.dropped.values())
+    lines = [
+        f"eo-pipeline: done in {result.seconds:.1f} s, peak memory {peak_memory_mb() / 1024:.2f} GB",
+        f"  inputs:    {len(result.inputs)} files read{skipped}",
+        f"  soundings: {used:,} used"
+        + (" (" + ", ".join(f"{k} {v:,}" for k, v in sorted(result.soundings.items())) + ")" if result.soundings else "")
+        + (f"; {dropped:,} footprints dropped" if dropped else ""),
+        f"  outputs:   {len(result.outputs)} in {out_dir} ("
+        + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + ")",
+    ]
+    print("\n".join(lines), file=sys.stderr)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config
     from .pipeline import run
 
     cfg = load_config(args.config)
-    result = run(cfg, scheduler=args.scheduler)
+    result = run(cfg, scheduler=args.scheduler, reporter=_CLIReporter(args.session))
     for out in result.outputs:
         print(out)
-    skipped = f", {len(result.skipped)} skipped (listed in job_summary.json)" if result.skipped else ""
-    print(f"done in {result.seconds:.1f} s ({len(result.inputs)} inputs{skipped})", file=sys.stderr)
+    if not args.quiet:
+        _print_summary(result, cfg.resolve(cfg.output.dir))
     return 0
 
 
@@ -66,11 +107,11 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     import glob as _glob
     from pathlib import Path
 
-    from .composite import composite
+    from .composites import composite
     from .errors import ConfigError
     from .grid import GridSpec, named_grid
     from .gridding import grid_soundings, statistics_of
-    from .pipeline import compute_outputs, write_level3
+    from .outputs import compute_outputs, write_level3
     from .readers import drop_duplicates, open_product
 
     if args.grid:
@@ -199,8 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"eo-pipeline {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     sub = p.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    talk = common.add_mutually_exclusive_group()
+    talk.add_argument("-v", "--verbose", action="count", default=0,
+                      help="log what the run does (-vv: debug detail)")
+    talk.add_argument("-q", "--quiet", action="store_true",
+                      help="no progress line and no closing summary (errors and warnings still show)")
 
-    s = sub.add_parser("info", help="describe a Level-2 product: product, time, counts, bbox")
+    s = sub.add_parser("info", parents=[common], help="describe a Level-2 product: product, time, counts, bbox")
     s.add_argument("file")
     s.add_argument("--qa-threshold", type=float, default=None,
                    help="quality threshold on the 0..1 scale (default: the product's; 0 = none)")
@@ -208,13 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=_cmd_info)
 
-    s = sub.add_parser("run", help="run a job from a YAML config (e.g. configs/demo.yaml)")
+    s = sub.add_parser("run", parents=[common], help="run a job from a YAML config (e.g. configs/demo.yaml)")
     s.add_argument("config")
     s.add_argument("--scheduler", default=None, choices=["threads", "processes", "synchronous"],
                    help="dask scheduler (default: threads)")
     s.set_defaults(func=_cmd_run)
 
-    s = sub.add_parser("grid", help="grid Level-2 files onto a map grid -> COG (.tif) or CF-NetCDF (.nc)")
+    s = sub.add_parser("grid", parents=[common], help="grid Level-2 files onto a map grid -> COG (.tif) or CF-NetCDF (.nc)")
     s.add_argument("files", nargs="+", metavar="FILE", help="Level-2 files or glob patterns (one species)")
     where = s.add_mutually_exclusive_group(required=True)
     where.add_argument("--grid", help="a named grid (see 'eo-pipeline grids')")
@@ -233,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, help="OUT.tif (COG) or OUT.nc (CF-NetCDF)")
     s.set_defaults(func=_cmd_grid)
 
-    s = sub.add_parser("forest", help="forest area by year, removals, loss emissions and net flux -> CSV (+ maps)",
+    s = sub.add_parser("forest", parents=[common], help="forest area by year, removals, loss emissions and net flux -> CSV (+ maps)",
                        description="Forest area by year per region (Global Forest Watch definitions), with IPCC Tier 1 "
                        "removals, emissions from loss and net flux (t CO2e/yr, negative = net sink).")
     s.add_argument("--treecover", required=True, nargs="+", metavar="T.tif",
@@ -272,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, metavar="OUT.csv", help="the table; maps go next to it")
     s.set_defaults(func=_cmd_forest)
 
-    s = sub.add_parser("demo", help="write the sample scenes and run the bundled demo job in a folder",
+    s = sub.add_parser("demo", parents=[common], help="write the sample scenes and run the bundled demo job in a folder",
                        description="Write the synthetic sample scenes to DIR/sample_scenes, the bundled demo job to "
                        "DIR/configs/demo.yaml, and run it: maps, tables and quicklooks in DIR/outputs/demo.")
     s.add_argument("-o", "--output", default="eo_pipeline_demo", metavar="DIR",
@@ -281,41 +328,54 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dask scheduler (default: threads)")
     s.set_defaults(func=_cmd_demo)
 
-    s = sub.add_parser("make-samples", help="(re)write the synthetic sample scenes")
+    s = sub.add_parser("make-samples", parents=[common], help="(re)write the synthetic sample scenes")
     s.add_argument("--out", default="sample_scenes")
     s.set_defaults(func=_cmd_make_samples)
 
-    s = sub.add_parser("readers", help="list the product readers and their options")
+    s = sub.add_parser("readers", parents=[common], help="list the product readers and their options")
     s.set_defaults(func=_cmd_readers)
-    s = sub.add_parser("grids", help="list the named grids")
+    s = sub.add_parser("grids", parents=[common], help="list the named grids")
     s.set_defaults(func=_cmd_grids)
     return p
 
 
-def _one_line_warning(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-    print(f"eo-pipeline: warning: {message}", file=sys.stderr)
+@dataclass
+class _Session:
+    """What the command line shows while a command runs (see :mod:`eo_pipeline.progress`)."""
+
+    line: ProgressLine
+    warnings: WarningCollapser
+    quiet: bool
 
 
 @contextmanager
-def _cli_reporting(debug: bool) -> Iterator[None]:
-    """One-line warnings and the package's log handler for the length of a command, restored after.
+def _cli_reporting(args: argparse.Namespace) -> Iterator[_Session]:
+    """Warnings (collapsed), log handler and progress line for the length of a command, restored after.
 
     ``main`` may be called in-process (tests, notebooks): the caller's warning display,
     filters and logging configuration are left as they were.
     """
+    debug = bool(getattr(args, "debug", False))
+    verbose = int(getattr(args, "verbose", 0) or 0)
+    quiet = bool(getattr(args, "quiet", False))
+    line = ProgressLine(sys.stderr, enabled=sys.stderr.isatty() and not quiet and not debug)
+    collapser = WarningCollapser(lambda text: print(text, file=sys.stderr), before=line.clear)
     logger = logging.getLogger("eo_pipeline")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter("eo-pipeline: %(levelname)s %(name)s: %(message)s"))
     old_level, old_propagate = logger.level, logger.propagate
     logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+    logger.setLevel(logging.DEBUG if debug or verbose > 1 else logging.INFO if verbose else logging.WARNING)
     logger.propagate = False
     try:
         with warnings.catch_warnings():  # restores showwarning and the filters on exit
             if not debug:
-                warnings.showwarning = _one_line_warning
-            yield
+                warnings.showwarning = collapser
+            yield _Session(line, collapser, quiet)
+            line.clear()
+            collapser.report()
     finally:
+        line.clear()
         logger.removeHandler(handler)
         logger.setLevel(old_level)
         logger.propagate = old_propagate
@@ -325,25 +385,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``eo-pipeline`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    with _cli_reporting(args.debug):
+    with _cli_reporting(args) as session:
+        args.session = session
         return _dispatch(args)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     """Run the command; bad input ends in one line and exit 2, anything else in one line and exit 3."""
+    session = args.session
     try:
         return int(args.func(args) or 0)
     except EOPipelineError as exc:
         if args.debug:
             raise
+        session.line.clear()
         print(f"eo-pipeline: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
+        session.line.clear()
         print("eo-pipeline: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our output went away (| head): stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # noqa: BLE001 - last-resort report, one line unless --debug
         if args.debug:
             raise
+        session.line.clear()
         print(f"eo-pipeline: internal error: {type(exc).__name__}: {exc} "
               "(rerun with --debug for the traceback, and please report it)", file=sys.stderr)
         return EXIT_INTERNAL

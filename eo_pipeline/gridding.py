@@ -112,7 +112,7 @@ def _area_chunk(lon: np.ndarray, lat: np.ndarray, lon_b: np.ndarray | None, lat_
     rows, cols = b.grid.shape
     out = area_accumulate(px, py, nv, x[src].astype(np.float64), wm, u[src].astype(np.float64), b.ref,
                           rows, cols, b.tiling.tile, b.tiling.sub)
-    return Partial(*out[:9], ref=b.ref, n_dropped=dropped)
+    return Partial(*out[:9], ref=b.ref, n_dropped=dropped, n_used=int(out[9]))
 
 
 def _chunk(lon: np.ndarray, lat: np.ndarray, x: np.ndarray, u: np.ndarray, valid: np.ndarray, time: np.ndarray,
@@ -257,23 +257,23 @@ def route_to_blocks(parts: dict[int, list[Delayed]], tiling: Tiling, split_every
     return out
 
 
-def _sum_ints(*values: int) -> int:
-    return int(sum(values))
+def _sum_pairs(*values: tuple[int, int]) -> tuple[int, int]:
+    return int(sum(v[0] for v in values)), int(sum(v[1] for v in values))
 
 
 def dropped_total(parts: Sequence[Delayed], split_every: int = 8) -> Delayed:
-    """Lazy total of the footprints the chunks dropped (a tree of small sums, one leaf per chunk)."""
+    """Lazy totals ``(footprints dropped, soundings used)`` of the chunks (a tree of small sums)."""
     level = [dask.delayed(dropped_of, pure=True)(p) for p in parts]
     if not level:
-        return dask.delayed(_sum_ints, pure=True)()
-    task = dask.delayed(_sum_ints, pure=True)
+        return dask.delayed(_sum_pairs, pure=True)()
+    task = dask.delayed(_sum_pairs, pure=True)
     while len(level) > 1:
         level = [task(*level[i:i + split_every]) for i in range(0, len(level), split_every)]
     return level[0]
 
 
-def _as_int32(total: int) -> np.ndarray:
-    return np.int32(min(total, np.iinfo(np.int32).max))
+def _as_int32(totals: tuple[int, int], which: int) -> np.ndarray:
+    return np.int32(min(totals[which], np.iinfo(np.int32).max))
 
 
 def _stack_array(blocks: dict[int, Delayed], tiling: Tiling, layer: int, statistics: tuple[str, ...],
@@ -373,8 +373,11 @@ def blocks_to_dataset(
                 del stat_attrs["ancillary_variables"]
         data_vars[f"{info.name}_{stat}"] = xr.DataArray(
             arr, dims=dims, attrs={"units": u, "long_name": long_name, "grid_mapping": "crs", **stat_attrs})
+    data_vars["n_soundings_used"] = xr.DataArray(
+        da.from_delayed(dask.delayed(_as_int32, pure=True)(dropped, 1), shape=(), dtype=np.int32),
+        attrs={"long_name": "valid soundings that went into the maps (each counted once)", "units": "1"})
     data_vars["n_footprints_dropped"] = xr.DataArray(
-        da.from_delayed(dask.delayed(_as_int32, pure=True)(dropped), shape=(), dtype=np.int32),
+        da.from_delayed(dask.delayed(_as_int32, pure=True)(dropped, 0), shape=(), dtype=np.int32),
         attrs={"long_name": "footprints dropped: not projectable onto the grid, impossible corners, zero area, "
                             "or soundings outside their file's time coverage", "units": "1"})
     if times is not None and time_bounds is not None:
@@ -403,9 +406,14 @@ def statistics_of(statistics: Any) -> tuple[str, ...]:
 
 
 def auto_chunk(grid: GridSpec) -> int:
-    """Output chunk size: the whole grid (rounded up to tiles) when small, else 2048 cells."""
+    """Output block size: the whole grid (rounded up to tiles) up to 2**22 cells, else 2048 cells.
+
+    Blocks of 2048 x 2048 keep a block's dense statistics at 16 MB each, let blocks be
+    finalized and written in parallel, and leave the blocks a sparse map never touches
+    unallocated.
+    """
     rows, cols = grid.shape
-    if rows * cols <= 2**25:
+    if rows * cols <= 2**22:
         return -(-max(rows, cols) // TILE) * TILE
     return 2048
 

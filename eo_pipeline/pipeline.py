@@ -13,28 +13,27 @@ import json
 import logging
 import os
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dask
-import dask.multiprocessing
-import dask.threaded
 import numpy as np
 import xarray as xr
 
 from ._version import __version__
 from .anomaly import regional_anomaly
 from .binning import STATISTICS
-from .composite import composite
+from .composites import composite
 from .config import JobConfig, config_hash
 from .errors import ConfigError, EOPipelineError, OutputError, warn
 from .grid import GridSpec
 from .gridding import grid_soundings
 from .hotspots import find_hotspots, write_hotspots
 from .io.geotiff import write_cog
-from .io.netcdf import write_netcdf
 from .io.quicklook import quicklook
+from .outputs import compute_outputs, remove_temporaries, step_label, write_level3
 from .readers import (
     close_files,
     detect_reader,
@@ -44,7 +43,7 @@ from .readers import (
     verify_product,
 )
 from .readers._netcdf import NCFile
-from .regions import load_regions, region_table, write_table
+from .regions import load_regions, region_fractions, region_table, write_table
 from .schema import species_of
 
 __all__ = ["run", "JobResult", "SkippedInput", "expand_inputs", "open_inputs", "compute_outputs", "remove_temporaries"]
@@ -61,11 +60,25 @@ class JobResult:
     seconds: float = 0.0
     config_hash: str = ""
     skipped: list[SkippedInput] = field(default_factory=list)
+    soundings: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for the job summary JSON)."""
         return {"outputs": self.outputs, "inputs": self.inputs, "seconds": round(self.seconds, 3),
-                "config_hash": self.config_hash, "software": f"eo_pipeline {__version__}"}
+                "config_hash": self.config_hash, "software": f"eo_pipeline {__version__}",
+                "soundings_used": self.soundings, "footprints_dropped": self.dropped}
+
+
+class Reporter:
+    """Hooks a caller (the command line) gives :func:`run` to show progress; these do nothing."""
+
+    def opened(self, done: int, total: int, path: Path) -> None:
+        """An input was opened (``done`` of ``total``)."""
+
+    def computing(self, n_outputs: int) -> AbstractContextManager[Any]:
+        """Context around the single compute that writes ``n_outputs`` files."""
+        return nullcontext()
 
 
 def expand_inputs(cfg: JobConfig) -> list[Path]:
@@ -88,7 +101,8 @@ class SkippedInput:
     reason: str
 
 
-def open_inputs(cfg: JobConfig, files: list[Path]) -> tuple[list[xr.Dataset], list[SkippedInput]]:
+def open_inputs(cfg: JobConfig, files: list[Path],
+                reporter: Reporter | None = None) -> tuple[list[xr.Dataset], list[SkippedInput]]:
     """Open every input with its reader's options from ``reader_options`` (lazy).
 
     With ``on_error: fail`` (default) the first unreadable input raises its
@@ -105,7 +119,9 @@ def open_inputs(cfg: JobConfig, files: list[Path]) -> tuple[list[xr.Dataset], li
     datasets: list[xr.Dataset] = []
     opened: list[Path] = []
     skipped: list[SkippedInput] = []
-    for f in files:
+    for k, f in enumerate(files, start=1):
+        if reporter is not None:
+            reporter.opened(k, len(files), f)
         try:
             with NCFile(f) as nc:
                 name = detect_reader(nc, readers).name
@@ -147,38 +163,6 @@ def level3(cfg: JobConfig, products: list[xr.Dataset], grid: Any) -> xr.Dataset:
     return grid_soundings(products, grid, **common)
 
 
-def _step_label(t: Any, period: str) -> str:
-    text = str(np.datetime_as_string(np.datetime64(t, "D")))
-    return text.replace("-", "") if period == "day" else text[:7].replace("-", "")
-
-
-def write_level3(l3: xr.Dataset, out_dir: Path, stem: str, formats: Any) -> tuple[list[Any], list[str]]:
-    """Delayed writers of a Level-3 dataset: COG (one per time step), CF-NetCDF, quicklook PNG."""
-    tasks: list[Any] = []
-    outputs: list[str] = []
-    variable = f"{l3.attrs['variable']}_mean"
-    steps = [(None, l3)] if "time" not in l3.dims else [
-        (_step_label(t, l3.attrs.get("composite_period", "day")), l3.isel(time=k)) for k, t in enumerate(l3.time.values)]
-    for label, step in steps:
-        name = stem if label is None else f"{stem}_{label}"
-        if "time" in step.coords:
-            step = step.drop_vars([v for v in ("time", "time_bounds") if v in step.variables])
-        if "geotiff" in formats:
-            path = out_dir / f"{name}.tif"
-            tasks.append(write_cog(step, path, variables=[v for v in step.data_vars if step[v].dims == ("y", "x")],
-                                   compute=False))
-            outputs.append(str(path))
-        if "quicklook" in formats:
-            path = out_dir / f"{name}_mean.png"
-            tasks.append(quicklook(step, variable, path, compute=False))
-            outputs.append(str(path))
-    if "netcdf" in formats:
-        path = out_dir / f"{stem}.nc"
-        tasks.append(write_netcdf(l3, path, compute=False))
-        outputs.append(str(path))
-    return tasks, outputs
-
-
 def _hotspots_task(anomaly: xr.Dataset, params: dict[str, Any]) -> Any:
     return find_hotspots(anomaly, **params)
 
@@ -200,8 +184,8 @@ def _write_hotspots_task(gdf: Any, stem: Path) -> list[str]:
     return write_hotspots(gdf, stem)
 
 
-def _table_task(l3: xr.Dataset, regions: Any, hotspots: Any, path: Path) -> str:
-    return write_table(region_table(l3, regions, hotspots=hotspots), path)
+def _table_task(l3: xr.Dataset, regions: Any, hotspots: Any, path: Path, cells: Any) -> str:
+    return write_table(region_table(l3, regions, hotspots=hotspots, cells=cells), path)
 
 
 def _outline_task(hotspots: Any, regions: Any, crs_wkt: str) -> list[tuple[np.ndarray, str]]:
@@ -241,7 +225,7 @@ def analysis_stages(cfg: JobConfig, l3: xr.Dataset, name: str, stem: str, out_di
         crs_wkt = GridSpec.from_dataset(l3).crs.to_wkt()
         outlines = dask.delayed(_outline_task, pure=False)(hotspots, regions, crs_wkt)
         steps = [(None, anom)] if "time" not in anom.dims else [
-            (_step_label(t, l3.attrs.get("composite_period", "day")), anom.isel(time=k)) for k, t in enumerate(anom.time.values)]
+            (step_label(t, l3.attrs.get("composite_period", "day")), anom.isel(time=k)) for k, t in enumerate(anom.time.values)]
         for label, step in steps:
             sname = f"{stem}_anomaly" if label is None else f"{stem}_anomaly_{label}"
             if "time" in step.coords:
@@ -256,7 +240,11 @@ def analysis_stages(cfg: JobConfig, l3: xr.Dataset, name: str, stem: str, out_di
                 outputs.append(str(out_dir / f"{sname}.png"))
     if regions is not None:
         cols = [v for v in (f"{name}_mean", f"{name}_count", f"{name}_weight", f"{name}_anomaly") if v in data]
-        tasks.append(dask.delayed(_table_task, pure=False)(data[cols], regions, hotspots, out_dir / f"{name}_regions.csv"))
+        # the cells' covered fractions depend on the polygons and the grid only: computed once, here, in the
+        # main thread (in worker threads the overlay's last bits were seen to vary from run to run)
+        cells = region_fractions(regions, GridSpec.from_dataset(l3))
+        tasks.append(dask.delayed(_table_task, pure=False)(data[cols], regions, hotspots, out_dir / f"{name}_regions.csv",
+                                                           cells))
         outputs.append(str(out_dir / f"{name}_regions.csv"))
     return tasks, outputs
 
@@ -283,40 +271,6 @@ def forest_outputs(cfg: JobConfig, out_dir: Path) -> list[str]:
     return run.outputs
 
 
-def compute_outputs(tasks: list[Any], scheduler: str | None = None) -> tuple[Any, ...]:
-    """Compute the writers' tasks once; if one fails, wait for the tasks still running, then raise.
-
-    dask's local schedulers raise as soon as a task fails while others go on in the pool;
-    a writer still running could then print after the error line or recreate a temporary
-    file after the clean-up. With a pool of our own, shut down (waiting) before the error
-    propagates, nothing of the run is left running. A distributed client is used as it is.
-    """
-    import multiprocessing
-    from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-
-    from dask.base import get_scheduler
-
-    if scheduler is None:
-        get = get_scheduler(collections=list(tasks))
-        scheduler = {dask.threaded.get: "threads", dask.multiprocessing.get: "processes"}.get(get, "")
-    if scheduler not in ("threads", "processes"):
-        return dask.compute(*tasks, scheduler=scheduler) if scheduler else dask.compute(*tasks)
-    workers = int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
-    pool: Executor
-    if scheduler == "threads":
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="eo-pipeline")
-    else:
-        context = multiprocessing.get_context(dask.config.get("multiprocessing.context", "spawn"))
-        pool = ProcessPoolExecutor(workers, mp_context=context)
-    try:
-        return dask.compute(*tasks, scheduler=scheduler, pool=pool)
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    finally:
-        pool.shutdown(wait=True)
-
-
 def _confined(out_dir: Path, path: str | Path) -> None:
     """Refuse an output that would land outside ``out_dir`` (a name with ``..``, ``/`` or an absolute path)."""
     target = Path(path)
@@ -338,18 +292,6 @@ def _check_output_dir(out_dir: Path) -> None:
                           "choose another output.dir (or --output) or fix its permissions") from exc
 
 
-def remove_temporaries(out_dir: Path) -> list[Path]:
-    """Delete the writers' temporary files (``.*.eo-tmp*``) in ``out_dir``: left by a killed or failed run."""
-    removed = []
-    for p in out_dir.glob(".*.eo-tmp*"):
-        try:
-            p.unlink()
-            removed.append(p)
-        except FileNotFoundError:
-            pass
-    return removed
-
-
 def _write_summary(out_dir: Path, result: JobResult, extra: dict[str, Any]) -> str:
     summary = out_dir / "job_summary.json"
     tmp = out_dir / ".job_summary.json.eo-tmp"
@@ -358,7 +300,7 @@ def _write_summary(out_dir: Path, result: JobResult, extra: dict[str, Any]) -> s
     return str(summary)
 
 
-def run(cfg: JobConfig, *, scheduler: str | None = None) -> JobResult:
+def run(cfg: JobConfig, *, scheduler: str | None = None, reporter: Reporter | None = None) -> JobResult:
     """Run a job: read, grid each species, write the outputs; compute once.
 
     Every output is written under a temporary name and renamed into place when complete,
@@ -374,16 +316,16 @@ def run(cfg: JobConfig, *, scheduler: str | None = None) -> JobResult:
         ``synchronous``); default: the active dask configuration or client.
     """
     try:
-        return _run(cfg, scheduler)
+        return _run(cfg, scheduler, reporter or Reporter())
     finally:
         close_files()  # the per-process HDF5 handle cache: no file stays open after a job
 
 
-def _run(cfg: JobConfig, scheduler: str | None) -> JobResult:
+def _run(cfg: JobConfig, scheduler: str | None, reporter: Reporter) -> JobResult:
     t0 = time.perf_counter()
     out_dir = cfg.resolve(cfg.output.dir)
     files = expand_inputs(cfg)
-    datasets, skipped = open_inputs(cfg, files)
+    datasets, skipped = open_inputs(cfg, files, reporter)
     if not datasets:  # only with on_error: skip, and every input skipped
         raise ConfigError(f"none of the {len(files)} inputs could be read; the first: {skipped[0].reason}")
     grid = cfg.grid_spec()
@@ -401,11 +343,13 @@ def _run(cfg: JobConfig, scheduler: str | None) -> JobResult:
         log.info("removed %d temporary files of an interrupted run in %s", len(stale), out_dir)
     tasks: list[Any] = []
     outputs: list[str] = []
+    counts: list[Any] = []
     regions = load_regions(cfg.resolve(cfg.regions.file), name_field=cfg.regions.name_field) if cfg.regions else None
     for name, stem in stems.items():
         l3 = level3(cfg, by_species[name], grid)
         l3.attrs["config_hash"] = chash
         l3.attrs["job"] = cfg.name
+        counts += [l3["n_soundings_used"].data, l3["n_footprints_dropped"].data]
         new_tasks, new_outputs = write_level3(l3, out_dir, stem, cfg.output.formats)
         tasks += new_tasks
         outputs += new_outputs
@@ -418,12 +362,16 @@ def _run(cfg: JobConfig, scheduler: str | None) -> JobResult:
         if cfg.forest is not None:
             outputs += forest_outputs(cfg, out_dir)
         log.info("computing %d outputs from %d inputs", len(tasks), len(files))
-        compute_outputs(tasks, scheduler)
+        with reporter.computing(len(outputs)):
+            done = compute_outputs([*tasks, *counts], scheduler)
     except BaseException:
         remove_temporaries(out_dir)
         raise
+    numbers = [int(v) for v in done[len(tasks):]]
     used = [str(f) for f in files if str(f) not in {s.file for s in skipped}]
-    result = JobResult(outputs=outputs, inputs=used, seconds=time.perf_counter() - t0, config_hash=chash)
+    result = JobResult(outputs=outputs, inputs=used, seconds=time.perf_counter() - t0, config_hash=chash,
+                       soundings=dict(zip(stems, numbers[0::2], strict=True)),
+                       dropped=dict(zip(stems, numbers[1::2], strict=True)))
     result.outputs.append(_write_summary(out_dir, result, {
         "on_error": cfg.on_error, "skipped": [{"file": s.file, "reason": s.reason} for s in skipped]}))
     result.skipped = skipped

@@ -231,7 +231,8 @@ def _row(cells: RegionCells, data: dict[str, np.ndarray], area: np.ndarray, sp: 
     return row
 
 
-def region_table(l3: xr.Dataset, regions: Any, *, hotspots: Any = None, name_field: str | None = None) -> pd.DataFrame:
+def region_table(l3: xr.Dataset, regions: Any, *, hotspots: Any = None, name_field: str | None = None,
+                 cells: list[RegionCells] | None = None) -> pd.DataFrame:
     """One row per region and time step of a gridded Level-3 (or anomaly) dataset.
 
     Parameters
@@ -242,6 +243,9 @@ def region_table(l3: xr.Dataset, regions: Any, *, hotspots: Any = None, name_fie
         Region polygons (any CRS; reprojected to the grid's).
     hotspots : GeoDataFrame, optional
         From :func:`find_hotspots`, to count hotspots per region (and time step).
+    cells : list of RegionCells, optional
+        ``region_fractions(regions, grid)`` computed beforehand for this grid (a job
+        computes them once, for all species); default: computed here.
     name_field : str, optional
         Attribute with the region names.
 
@@ -257,7 +261,8 @@ def region_table(l3: xr.Dataset, regions: Any, *, hotspots: Any = None, name_fie
     sp = _species(l3)
     grid = GridSpec.from_dataset(l3)
     l3 = north_up(l3)  # the region windows index rows and columns of the grid
-    cells = region_fractions(gdf, grid)
+    if cells is None:
+        cells = region_fractions(gdf, grid)
     area = np.broadcast_to(grid.cell_area(), grid.shape)
     names = [v for v in (f"{sp}_mean", f"{sp}_count", f"{sp}_weight", f"{sp}_anomaly") if v in l3]
     has_time = "time" in l3[f"{sp}_mean"].dims

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from shapely.geometry import Polygon, box
 
 import eo_pipeline as eo
-from eo_pipeline.composite import composite
+from eo_pipeline.composites import composite
 from eo_pipeline.grid import GridSpec
 from eo_pipeline.gridding import grid_soundings
 from eo_pipeline.samples.geometry import s5p_swath

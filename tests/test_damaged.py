@@ -411,7 +411,8 @@ def test_empty_glob_is_a_config_error(tmp_path, run_cli, tally):
 _AS_NOBODY = """
 import os, sys
 import eo_pipeline.cli, eo_pipeline.readers, eo_pipeline.summary, eo_pipeline.gridding
-import eo_pipeline.composite, eo_pipeline.pipeline, eo_pipeline.grid, json
+import eo_pipeline.composites, eo_pipeline.pipeline, eo_pipeline.grid, eo_pipeline.outputs, json
+import eo_pipeline.io.geotiff, eo_pipeline.progress, dask.callbacks
 os.setgroups([])
 os.setgid(65534)
 os.setuid(65534)

@@ -32,11 +32,13 @@ def _peak_mb(days: int, out: Path) -> float:
 
 def test_peak_memory_of_a_composite_does_not_grow_with_the_number_of_days(tmp_path):
     # each day: ~1.3 million soundings filling 1024 x 1024 cells. Before routing partials to
-    # output blocks, every day's partial sums met in one merge: +190 MB per day here.
+    # output blocks, every day's partial sums met in one merge: +190 MB per day here (784 MB for
+    # 2 days, 1940 MB for 8). Now the peak follows the days in flight (the scheduler's order makes
+    # it vary by about 100 MB from run to run), not the number of days.
     two = _peak_mb(2, tmp_path / "two")
-    six = _peak_mb(6, tmp_path / "six")
-    assert six - two < 100, (two, six)
-    assert len(list((tmp_path / "six").glob("xch4_*.tif"))) == 6
+    eight = _peak_mb(8, tmp_path / "eight")
+    assert eight - two < 300, (two, eight)
+    assert len(list((tmp_path / "eight").glob("xch4_*.tif"))) == 8
 
 
 def _day_products():

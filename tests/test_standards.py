@@ -19,7 +19,7 @@ from rio_cogeo.cogeo import cog_validate
 
 import eo_pipeline as eo
 from eo_pipeline.anomaly import regional_anomaly
-from eo_pipeline.composite import composite
+from eo_pipeline.composites import composite
 from eo_pipeline.errors import OutputError
 from eo_pipeline.grid import GridSpec
 from eo_pipeline.gridding import grid_soundings

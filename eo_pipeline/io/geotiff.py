@@ -23,6 +23,7 @@ are created by the first task of the graph and all carry the names of
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,6 +37,7 @@ import rasterio
 import rasterio.shutil
 import xarray as xr
 from affine import Affine
+from numba import njit
 from rasterio.windows import Window
 
 from ..errors import OutputError
@@ -45,6 +47,8 @@ from ._atomic import remove_temporaries, temp_path, write_failed
 __all__ = ["write_cog", "overview_levels"]
 
 BLOCK = 512
+#: Threads GDAL's COG driver uses to compress tiles (the copy is the last step of a map).
+COPY_THREADS = str(max(1, min(4, os.cpu_count() or 1)))
 _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 
@@ -81,22 +85,31 @@ def _as_float32(block: np.ndarray) -> np.ndarray:
     return np.asarray(block, np.float32)
 
 
+@njit(cache=True, nogil=True)
+def _coarsen2_nb(block: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    rows, cols = block.shape
+    out = np.empty(((rows + 1) // 2, (cols + 1) // 2), np.float32)
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            total = 0.0
+            n = 0
+            for r in range(2 * i, min(2 * i + 2, rows)):
+                for c in range(2 * j, min(2 * j + 2, cols)):
+                    v = block[r, c]
+                    if v == v:  # not NaN
+                        total += v
+                        n += 1
+            out[i, j] = total / n if n else np.nan
+    return out
+
+
 def _coarsen2(block: np.ndarray) -> np.ndarray:
-    """Kernel: NaN-aware mean of 2 x 2 cells (odd edges padded with NaN); empty stays a view."""
+    """Kernel: NaN-aware mean of 2 x 2 cells (odd edges: of the cells there are); empty stays a view."""
     rows, cols = block.shape
     out_shape = (-(-rows // 2), -(-cols // 2))
     if uniform_view(block):
         return np.broadcast_to(np.asarray(block.flat[0], np.float32), out_shape)
-    padded = np.full((out_shape[0] * 2, out_shape[1] * 2), np.nan, np.float32)
-    padded[:rows, :cols] = block
-    total = np.zeros(out_shape, np.float32)
-    count = np.zeros(out_shape, np.float32)
-    for q in (padded[0::2, 0::2], padded[0::2, 1::2], padded[1::2, 0::2], padded[1::2, 1::2]):
-        ok = ~np.isnan(q)
-        total += np.where(ok, q, 0.0)
-        count += ok
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return total / count
+    return _coarsen2_nb(np.ascontiguousarray(block, np.float32))
 
 
 def _pyramid(arr: da.Array, levels: int) -> list[da.Array]:
@@ -184,6 +197,8 @@ def _tile_edges(start: int, length: int) -> list[int]:
 
 def _default_lock(path: str) -> Any:
     """A cluster-wide lock per file when a distributed client is active, else None (process-local locks)."""
+    if "distributed" not in sys.modules:  # no client can be active: don't pay for importing it
+        return None
     try:
         from distributed import Lock, get_client
 
@@ -194,11 +209,11 @@ def _default_lock(path: str) -> Any:
 
 
 def _create(path: Path, grid: GridSpec, shape: tuple[int, int], transform: Affine, count: int) -> None:
-    """Kernel: an empty, sparse, tiled float32 GeoTIFF (compressed fast; the COG copy compresses it once, well)."""
+    """Kernel: an empty, sparse, tiled float32 GeoTIFF, uncompressed (only the COG copy compresses, once)."""
     profile = {
         "driver": "GTiff", "dtype": "float32", "count": count, "width": shape[1], "height": shape[0],
         "crs": grid.crs.to_wkt(), "transform": transform, "nodata": np.nan, "tiled": True,
-        "blockxsize": BLOCK, "blockysize": BLOCK, "compress": "deflate", "zlevel": 1, "sparse_ok": True,
+        "blockxsize": BLOCK, "blockysize": BLOCK, "compress": "none", "sparse_ok": True,
         "bigtiff": "YES", "interleave": "band",  # bands tiled apart: a band's skipped tile reads as nodata
     }
     with rasterio.open(path, "w", **profile):
@@ -276,7 +291,7 @@ def _finish(_stored: Any, files: Sequence[str], shapes: Sequence[tuple[int, int]
             rasterio.shutil.copy(
                 str(vrt), str(cog_tmp), driver="COG", compress="DEFLATE", predictor="FLOATING_POINT",
                 blocksize=BLOCK, overviews="FORCE_USE_EXISTING" if len(files) > 1 else "NONE", sparse_ok="TRUE",
-                bigtiff="IF_SAFER",
+                bigtiff="IF_SAFER", num_threads=COPY_THREADS,
             )
         os.replace(cog_tmp, target)
     except Exception as exc:  # noqa: BLE001

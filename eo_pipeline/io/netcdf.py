@@ -288,6 +288,8 @@ def _bounds_inherit(specs: Sequence[_VarSpec]) -> None:
 # --------------------------------------------------------------------------- tasks
 def _default_lock(path: str) -> Any:
     """A cluster-wide lock per file when a distributed client is active, else None."""
+    if "distributed" not in sys.modules:  # no client can be active: don't pay for importing it
+        return None
     try:
         from distributed import Lock, get_client
 

@@ -165,6 +165,8 @@ def find_duplicates(datasets: Sequence[xr.Dataset]) -> list[tuple[int, int]]:
     CorruptFileError
         A sampled data chunk of one of the files cannot be read (naming it).
     """
+    if len(datasets) < 2:  # nothing to compare: read nothing
+        return []
     samples = dask.compute(*[_fingerprint_arrays(ds) for ds in datasets])
     first: dict[tuple[Any, ...], int] = {}
     pairs: list[tuple[int, int]] = []

@@ -1,0 +1,107 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Writing a Level-3 dataset: one delayed writer per output, computed together, cleaned up on failure.
+
+Kept apart from :mod:`eo_pipeline.pipeline` so that ``eo-pipeline grid`` imports only
+the writers it uses (no anomaly, hotspot, region or forest stage, no Matplotlib or
+netCDF4 unless a quicklook or a NetCDF file is asked for).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.multiprocessing
+import dask.threaded
+import numpy as np
+import xarray as xr
+
+__all__ = ["write_level3", "compute_outputs", "remove_temporaries", "step_label"]
+
+
+def step_label(t: Any, period: str) -> str:
+    text = str(np.datetime_as_string(np.datetime64(t, "D")))
+    return text.replace("-", "") if period == "day" else text[:7].replace("-", "")
+
+
+def write_level3(l3: xr.Dataset, out_dir: Path, stem: str, formats: Any) -> tuple[list[Any], list[str]]:
+    """Delayed writers of a Level-3 dataset: COG (one per time step), CF-NetCDF, quicklook PNG."""
+    tasks: list[Any] = []
+    outputs: list[str] = []
+    variable = f"{l3.attrs['variable']}_mean"
+    steps = [(None, l3)] if "time" not in l3.dims else [
+        (step_label(t, l3.attrs.get("composite_period", "day")), l3.isel(time=k)) for k, t in enumerate(l3.time.values)]
+    for label, step in steps:
+        name = stem if label is None else f"{stem}_{label}"
+        if "time" in step.coords:
+            step = step.drop_vars([v for v in ("time", "time_bounds") if v in step.variables])
+        if "geotiff" in formats:
+            from .io.geotiff import write_cog
+
+            path = out_dir / f"{name}.tif"
+            tasks.append(write_cog(step, path, variables=[v for v in step.data_vars if step[v].dims == ("y", "x")],
+                                   compute=False))
+            outputs.append(str(path))
+        if "quicklook" in formats:
+            from .io.quicklook import quicklook
+
+            path = out_dir / f"{name}_mean.png"
+            tasks.append(quicklook(step, variable, path, compute=False))
+            outputs.append(str(path))
+    if "netcdf" in formats:
+        from .io.netcdf import write_netcdf
+
+        path = out_dir / f"{stem}.nc"
+        tasks.append(write_netcdf(l3, path, compute=False))
+        outputs.append(str(path))
+    return tasks, outputs
+
+
+def compute_outputs(tasks: list[Any], scheduler: str | None = None) -> tuple[Any, ...]:
+    """Compute the writers' tasks once; if one fails, wait for the tasks still running, then raise.
+
+    dask's local schedulers raise as soon as a task fails while others go on in the pool;
+    a writer still running could then print after the error line or recreate a temporary
+    file after the clean-up. With a pool of our own, shut down (waiting) before the error
+    propagates, nothing of the run is left running. A distributed client is used as it is.
+    """
+    import multiprocessing
+    from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+
+    from dask.base import get_scheduler
+
+    if scheduler is None:
+        # only ask dask (which imports distributed to look for a client) when distributed is in use
+        get = get_scheduler(collections=list(tasks)) if "distributed" in sys.modules else dask.threaded.get
+        scheduler = {dask.threaded.get: "threads", dask.multiprocessing.get: "processes"}.get(get, "")
+    if scheduler not in ("threads", "processes"):
+        return dask.compute(*tasks, scheduler=scheduler) if scheduler else dask.compute(*tasks)
+    workers = int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+    pool: Executor
+    if scheduler == "threads":
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="eo-pipeline")
+    else:
+        context = multiprocessing.get_context(dask.config.get("multiprocessing.context", "spawn"))
+        pool = ProcessPoolExecutor(workers, mp_context=context)
+    try:
+        return dask.compute(*tasks, scheduler=scheduler, pool=pool)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+
+
+def remove_temporaries(out_dir: Path) -> list[Path]:
+    """Delete the writers' temporary files (``.*.eo-tmp*``) in ``out_dir``: left by a killed or failed run."""
+    removed = []
+    for p in out_dir.glob(".*.eo-tmp*"):
+        try:
+            p.unlink()
+            removed.append(p)
+        except FileNotFoundError:
+            pass
+    return removed
