@@ -157,6 +157,8 @@ class Partial:
     n_used : int
         Valid soundings that went into the sums (each counted once, whatever the
         number of cells it covers).
+    layer_counts : tuple of (layer, dropped, used)
+        The two counts per period layer (composites); empty means all in layer 0.
     """
 
     idx: np.ndarray
@@ -171,6 +173,7 @@ class Partial:
     ref: float
     n_dropped: int = 0
     n_used: int = 0
+    layer_counts: tuple[tuple[int, int, int], ...] = ()
 
     @classmethod
     def empty(cls, ref: float, n_dropped: int = 0) -> Partial:
@@ -225,13 +228,20 @@ def select(p: Partial, lo: int, hi: int) -> Partial:
     """
     a, b = np.searchsorted(p.idx, [lo, hi])
     if a == 0 and b == p.idx.size:
-        return replace(p, n_dropped=0, n_used=0)
+        return replace(p, n_dropped=0, n_used=0, layer_counts=())
     return Partial(*[None if (v := getattr(p, k)) is None else v[a:b].copy() for k in FIELDS], ref=p.ref)
 
 
-def dropped_of(p: Partial) -> tuple[int, int]:
-    """Footprints a chunk dropped and soundings it used (once per chunk, whatever the blocks it reaches)."""
-    return int(p.n_dropped), int(p.n_used)
+def dropped_of(p: Partial, layer: int | None = None) -> tuple[int, int]:
+    """Footprints a chunk dropped and soundings it used (once per chunk, whatever the blocks it reaches).
+
+    With ``layer``, only those of that period layer (see ``Partial.layer_counts``).
+    """
+    if layer is None:
+        return int(p.n_dropped), int(p.n_used)
+    if not p.layer_counts:
+        return (int(p.n_dropped), int(p.n_used)) if layer == 0 else (0, 0)
+    return (sum(d for k, d, _ in p.layer_counts if k == layer), sum(u for k, _, u in p.layer_counts if k == layer))
 
 
 def _segments(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

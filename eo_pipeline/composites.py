@@ -136,12 +136,10 @@ def composite(
     b = Binning(g, tiling, method, weighting == "inverse_variance", info.reference_value,
                 period_edges=tuple(int(e) for e in edges.astype(np.int64)), statistics=stats)
     by_layer: dict[int, list[Any]] = {k: [] for k in range(n_periods)}
-    parts: list[Any] = []
     for d in datasets:
         layers = layers_of(d, edges)
         chunks = chunk_partials(d, b if layers is None else replace(b, layers=layers),
                                 fov_diameter_km=fov_diameter_km, no_corners=no_corners)
-        parts += chunks
         for k in range(n_periods) if layers is None else layers:
             by_layer[k] += chunks
     blocks = route_to_blocks(by_layer, tiling, split_every)
@@ -150,7 +148,8 @@ def composite(
     attrs["composite_period"] = period
     attrs["title"] = f"{info.species} {'daily' if period == 'day' else 'monthly'} Level-3 composites ({method} binning)"
     bounds = np.stack([edges[:-1], edges[1:]], axis=1)
-    return blocks_to_dataset(blocks, dropped_total(parts, split_every), g, tiling, info, statistics=stats,
+    totals = [dropped_total(by_layer[k], split_every, layer=k) for k in range(n_periods)]
+    return blocks_to_dataset(blocks, totals, g, tiling, info, statistics=stats,
                              attrs=attrs, min_weight=min_weight, times=edges[:-1], time_bounds=bounds)
 
 

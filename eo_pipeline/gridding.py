@@ -134,8 +134,10 @@ def _chunk(lon: np.ndarray, lat: np.ndarray, x: np.ndarray, u: np.ndarray, valid
         outside = int(np.count_nonzero(ok & ~inside))
         ok &= inside
     sel = np.flatnonzero(ok)
+    # soundings outside the periods count in the first period this file reaches
+    home = b.layers[0] if b.layers else 0
     if sel.size == 0:
-        return trim(Partial.empty(b.ref, outside), b.statistics)
+        return replace(trim(Partial.empty(b.ref, outside), b.statistics), layer_counts=((home, outside, 0),))
     x = x[sel].astype(np.float64)
     u = u[sel].astype(np.float64)
     lon = np.asarray(lon).ravel()[sel].astype(np.float64)
@@ -158,8 +160,14 @@ def _chunk(lon: np.ndarray, lat: np.ndarray, x: np.ndarray, u: np.ndarray, valid
         else:
             part = _area_chunk(lon[idx], lat[idx], lb, la, x[idx], u[idx], b)
         parts.append(offset(part, layer * b.tiling.layer_size))
+    counts = {home: [outside, 0]}
+    for (layer, _), part in zip(layers, parts, strict=True):
+        c = counts.setdefault(layer, [0, 0])
+        c[0] += part.n_dropped
+        c[1] += part.n_used
     out = trim(merge(*parts), b.statistics)
-    return replace(out, n_dropped=out.n_dropped + outside) if outside else out
+    return replace(out, n_dropped=out.n_dropped + outside,
+                   layer_counts=tuple((k, d, u) for k, (d, u) in sorted(counts.items())))
 
 
 def _blocks(ds: xr.Dataset, names: Sequence[str], extra: Sequence[str] = ()) -> list[list[Any]]:
@@ -261,9 +269,14 @@ def _sum_pairs(*values: tuple[int, int]) -> tuple[int, int]:
     return int(sum(v[0] for v in values)), int(sum(v[1] for v in values))
 
 
-def dropped_total(parts: Sequence[Delayed], split_every: int = 8) -> Delayed:
-    """Lazy totals ``(footprints dropped, soundings used)`` of the chunks (a tree of small sums)."""
-    level = [dask.delayed(dropped_of, pure=True)(p) for p in parts]
+def dropped_total(parts: Sequence[Delayed], split_every: int = 8, *, layer: int | None = None) -> Delayed:
+    """Lazy totals ``(footprints dropped, soundings used)`` of the chunks (a tree of small sums).
+
+    With ``layer``, the totals of that period layer only: composites keep one small tree
+    per period, so that no task depends on every chunk of every period (a single such
+    task made dask's ordering compute all periods' blocks before writing any).
+    """
+    level = [dask.delayed(dropped_of, pure=True)(p, layer) for p in parts]
     if not level:
         return dask.delayed(_sum_pairs, pure=True)()
     task = dask.delayed(_sum_pairs, pure=True)
@@ -322,7 +335,7 @@ def cf_statistic_attrs(info: SpeciesInfo, stat: str, *, with_time: bool) -> dict
 
 def blocks_to_dataset(
     blocks: dict[int, Delayed],
-    dropped: Delayed,
+    dropped: Delayed | Sequence[Delayed],
     grid: GridSpec,
     tiling: Tiling,
     info: SpeciesInfo,
@@ -336,7 +349,8 @@ def blocks_to_dataset(
     """Finalize step: a lazy dataset of the statistics, one finalize task per output block.
 
     ``blocks`` maps every tile id of the tiling (each tile is one output block) to its
-    merged partial (:func:`route_to_blocks`). With ``times`` (one per period layer) the
+    merged partial (:func:`route_to_blocks`); ``dropped`` holds the lazy
+    :func:`dropped_total` (one per period layer for composites). With ``times`` (one per period layer) the
     variables get a leading ``time`` dimension. Each block's task computes all chosen
     statistics at once; a variable is one statistic of that stack.
     """
@@ -373,11 +387,18 @@ def blocks_to_dataset(
                 del stat_attrs["ancillary_variables"]
         data_vars[f"{info.name}_{stat}"] = xr.DataArray(
             arr, dims=dims, attrs={"units": u, "long_name": long_name, "grid_mapping": "crs", **stat_attrs})
+    totals = list(dropped) if isinstance(dropped, list | tuple) else [dropped]
+
+    def count_array(which: int) -> da.Array:
+        one = [da.from_delayed(dask.delayed(_as_int32, pure=True)(t, which), shape=(), dtype=np.int32) for t in totals]
+        return one[0] if times is None else da.stack(one)
+
+    cdims: tuple[str, ...] = () if times is None else ("time",)
     data_vars["n_soundings_used"] = xr.DataArray(
-        da.from_delayed(dask.delayed(_as_int32, pure=True)(dropped, 1), shape=(), dtype=np.int32),
+        count_array(1), dims=cdims,
         attrs={"long_name": "valid soundings that went into the maps (each counted once)", "units": "1"})
     data_vars["n_footprints_dropped"] = xr.DataArray(
-        da.from_delayed(dask.delayed(_as_int32, pure=True)(dropped, 0), shape=(), dtype=np.int32),
+        count_array(0), dims=cdims,
         attrs={"long_name": "footprints dropped: not projectable onto the grid, impossible corners, zero area, "
                             "or soundings outside their file's time coverage", "units": "1"})
     if times is not None and time_bounds is not None:

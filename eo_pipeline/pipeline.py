@@ -349,7 +349,9 @@ def _run(cfg: JobConfig, scheduler: str | None, reporter: Reporter) -> JobResult
         l3 = level3(cfg, by_species[name], grid)
         l3.attrs["config_hash"] = chash
         l3.attrs["job"] = cfg.name
-        counts += [l3["n_soundings_used"].data, l3["n_footprints_dropped"].data]
+        # one small target per period (see gridding.dropped_total): never one task over all chunks
+        counts.append([d for v in ("n_soundings_used", "n_footprints_dropped")
+                       for d in l3[v].data.ravel().to_delayed().ravel().tolist()])
         new_tasks, new_outputs = write_level3(l3, out_dir, stem, cfg.output.formats)
         tasks += new_tasks
         outputs += new_outputs
@@ -363,11 +365,16 @@ def _run(cfg: JobConfig, scheduler: str | None, reporter: Reporter) -> JobResult
             outputs += forest_outputs(cfg, out_dir)
         log.info("computing %d outputs from %d inputs", len(tasks), len(files))
         with reporter.computing(len(outputs)):
-            done = compute_outputs([*tasks, *counts], scheduler)
+            done = compute_outputs([*tasks, *[c for per_species in counts for c in per_species]], scheduler)
     except BaseException:
         remove_temporaries(out_dir)
         raise
-    numbers = [int(v) for v in done[len(tasks):]]
+    numbers, k = [], len(tasks)
+    for per_species in counts:  # the per-period counts of soundings used, then of footprints dropped
+        values = [int(np.asarray(v).sum()) for v in done[k:k + len(per_species)]]
+        half = len(values) // 2
+        numbers += [sum(values[:half]), sum(values[half:])]
+        k += len(per_species)
     used = [str(f) for f in files if str(f) not in {s.file for s in skipped}]
     result = JobResult(outputs=outputs, inputs=used, seconds=time.perf_counter() - t0, config_hash=chash,
                        soundings=dict(zip(stems, numbers[0::2], strict=True)),

@@ -94,7 +94,7 @@ def test_statistics_option_keeps_only_what_is_asked():
     g = GridSpec.from_bbox((110, 34, 114, 38), 0.05)
     full = eo.grid_soundings(products, g, method="point").compute()
     some = eo.grid_soundings(products, g, statistics=["mean", "count"], method="point").compute()
-    assert sorted(v for v in some.data_vars if v != "n_footprints_dropped") == ["xch4_count", "xch4_mean"]
+    assert sorted(v for v in some.data_vars if not v.startswith("n_")) == ["xch4_count", "xch4_mean"]
     assert some.attrs["statistics"] == "mean count"
     xr.testing.assert_identical(some.xch4_mean.drop_attrs(), full.xch4_mean.drop_attrs())
     np.testing.assert_array_equal(some.xch4_count.values, full.xch4_count.values)
@@ -128,7 +128,7 @@ def test_soundings_outside_their_files_time_coverage_are_counted_not_lost():
     c = eo.composite([bad, products[2]], GridSpec.from_bbox((110, 34, 114, 38), 0.05), period="day",
                      method="point").compute()
     # the first file says 16 July, its soundings are on 14/15 July: dropped and counted, never placed
-    assert int(c.n_footprints_dropped) == 400
+    assert int(c.n_footprints_dropped.sum()) == 400 and int(c.n_soundings_used.sum()) == 400
     assert int(c.xch4_count.sum()) == 400
 
 
@@ -139,3 +139,14 @@ def test_composite_of_the_sample_scenes_is_lazy_and_routes_by_file():
         graph = dict(c.xch4_mean.data.__dask_graph__())
     assert c.sizes["time"] >= 1 and any(str(k[0] if isinstance(k, tuple) else k).startswith("_merge_block")
                                         for k in graph)
+
+
+def test_soundings_used_are_counted_once_per_period():
+    products = _day_products()
+    g = GridSpec.from_bbox((110, 34, 114, 38), 0.05)
+    c = eo.composite(products, g, period="day", method="point").compute()
+    assert c.n_soundings_used.dims == ("time",)
+    np.testing.assert_array_equal(c.n_soundings_used.values, c.xch4_count.sum(("y", "x")).values)
+    assert int(c.n_soundings_used.sum()) == 3 * 400
+    single = eo.grid_soundings(products, g, method="area", fov_diameter_km=5.0).compute()
+    assert single.n_soundings_used.dims == () and int(single.n_soundings_used) == 3 * 400
