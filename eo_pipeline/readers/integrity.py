@@ -120,6 +120,12 @@ def _fingerprint_arrays(ds: xr.Dataset) -> list[Any]:
     return out
 
 
+def _metadata_identity(ds: xr.Dataset) -> tuple[Any, ...]:
+    """The part of :func:`product_identity` that needs no data read: attributes and shape."""
+    info = species_of(ds)
+    return (*(str(ds.attrs.get(k, "")) for k in IDENTITY_ATTRS), tuple(int(s) for s in ds[info.name].shape))
+
+
 def _identity(ds: xr.Dataset, samples: Sequence[np.ndarray]) -> tuple[Any, ...]:
     digest = hashlib.sha256()
     for s in samples:
@@ -158,7 +164,8 @@ def find_duplicates(datasets: Sequence[xr.Dataset]) -> list[tuple[int, int]]:
     """Return pairs ``(duplicate, original)`` of indices of datasets that hold the same product.
 
     ``original`` is the first dataset with that identity (:func:`product_identity`);
-    every later one is listed once. All samples are read in one ``dask.compute``.
+    every later one is listed once. Attributes and shapes are compared first; samples
+    are read (in one ``dask.compute``) only for the products whose metadata coincide.
 
     Raises
     ------
@@ -167,16 +174,24 @@ def find_duplicates(datasets: Sequence[xr.Dataset]) -> list[tuple[int, int]]:
     """
     if len(datasets) < 2:  # nothing to compare: read nothing
         return []
-    samples = dask.compute(*[_fingerprint_arrays(ds) for ds in datasets])
+    # metadata first: only products whose attributes and shape coincide need their samples read
+    # (420 distinct orbits of a month then cost no read at all)
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, ds in enumerate(datasets):
+        groups.setdefault(_metadata_identity(ds), []).append(i)
+    suspects = [i for members in groups.values() if len(members) > 1 for i in members]
+    if not suspects:
+        return []
+    samples = dict(zip(suspects, dask.compute(*[_fingerprint_arrays(datasets[i]) for i in suspects]), strict=True))
     first: dict[tuple[Any, ...], int] = {}
     pairs: list[tuple[int, int]] = []
-    for i, (ds, smp) in enumerate(zip(datasets, samples, strict=True)):
-        key = _identity(ds, smp)
+    for i in sorted(suspects):
+        key = _identity(datasets[i], samples[i])
         if key in first:
             pairs.append((i, first[key]))
         else:
             first[key] = i
-    return pairs
+    return sorted(pairs)
 
 
 def drop_duplicates(datasets: Sequence[xr.Dataset]) -> list[xr.Dataset]:
