@@ -43,6 +43,7 @@ from rasterio.windows import Window
 from ..errors import OutputError
 from ..grid import GridSpec, north_up
 from ._atomic import remove_temporaries, temp_path, write_failed
+from ._graph import blocks_then
 
 __all__ = ["write_cog", "overview_levels"]
 
@@ -270,15 +271,6 @@ def _write_block(_created: Any, block: np.ndarray, writer: _BandWriter, row0: in
         raise write_failed(target, "GeoTIFF", exc) from exc
 
 
-def _block_writes(arr: da.Array, writer: _BandWriter, created: Any, target: str) -> list[Any]:
-    """One write task per block of ``arr`` (the blocks keep their keys, so shared work is computed once)."""
-    blocks = arr.to_delayed(optimize_graph=False)
-    starts = [np.concatenate(([0], np.cumsum(c[:-1]))).astype(int) for c in arr.chunks]
-    task = dask.delayed(_write_block, pure=True)
-    return [task(created, blocks[i, j], writer, int(starts[0][i]), int(starts[1][j]), target)
-            for i, j in np.ndindex(*blocks.shape)]
-
-
 def _finish(_stored: Any, files: Sequence[str], shapes: Sequence[tuple[int, int]], grid: GridSpec, path: str,
             names: Sequence[str], tags: Mapping[str, str], band_tags: Mapping[str, Mapping[str, str]]) -> str:
     """Last task: tie the levels together in a VRT, copy it into a COG, move that into place."""
@@ -378,18 +370,19 @@ def write_cog(
     files = [str(temp_path(target, f"l{k}", suffix=".tif")) for k in range(levels + 1)]
     created = dask.delayed(_create_levels, pure=True)(path, files, shapes, grid, len(names))
     locks = [lock if lock is not None else _default_lock(f) for f in files]
-    writes = []
+    jobs = []
     for b, pyr in enumerate(pyramids, start=1):
         for k, arr in enumerate(pyr):
             zero_is_empty = names[b - 1].endswith(("_count", "_weight"))
             writer = _BandWriter(files[k], b, arr.shape, locks[k], zero_is_empty, path)
-            writes += _block_writes(arr, writer, created, path)
+            jobs.append((arr, _write_block, lambda index, region, w=writer: (w, region[0].start, region[1].start, path)))
     all_tags = {k: v for k, v in ds.attrs.items() if isinstance(v, str | int | float)}
     all_tags.pop("grid", None)  # a cut of a named grid is no longer that grid
     all_tags.update(grid.identity_attrs())
     all_tags.update(tags or {})
     band_tags = {n: {k: ds[n].attrs[k] for k in ("units", "long_name") if k in ds[n].attrs} for n in names}
-    result = dask.delayed(_finish, pure=True)(writes, files, shapes, grid, path, names, all_tags, band_tags)
+    result = blocks_then(created, jobs, _finish, (files, shapes, grid, path, names, all_tags, band_tags),
+                         token=(path, [a.name for a, _, _ in jobs], all_tags, band_tags))
     if compute:
         try:
             return result.compute()

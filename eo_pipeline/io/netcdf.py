@@ -47,6 +47,7 @@ from .._version import __version__
 from ..errors import OutputError
 from ..grid import GridSpec, north_up
 from ._atomic import remove_temporaries, temp_path, write_failed
+from ._graph import blocks_then
 from .geotiff import uniform_view
 
 __all__ = ["write_netcdf", "cf_dataset"]
@@ -398,18 +399,6 @@ def _write_block(_created: Any, block: np.ndarray, tmp: str, name: str, region: 
             raise write_failed(target, _WHAT, exc) from exc
 
 
-def _block_writes(arr: da.Array, name: str, created: Any, tmp: str, nan_fill: bool, lock: Any,
-                  target: str) -> list[Any]:
-    blocks = arr.to_delayed(optimize_graph=False)
-    starts = [np.concatenate(([0], np.cumsum(c[:-1]))).astype(int) for c in arr.chunks]
-    task = dask.delayed(_write_block, pure=True)
-    writes = []
-    for index in np.ndindex(*blocks.shape):
-        region = tuple(slice(int(starts[d][i]), int(starts[d][i]) + arr.chunks[d][i]) for d, i in enumerate(index))
-        writes.append(task(created, blocks[index], tmp, name, region, nan_fill, lock, target))
-    return writes
-
-
 def _finish(_written: Any, tmp: str, target: str) -> str:
     """Last task: move the complete file into place."""
     try:
@@ -466,10 +455,9 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike[str], *, compute: bool 
     lock = _default_lock(tmp)
     created = dask.delayed(_create, pure=True)(path, tmp, dims, specs, attrs, lock)
     nan_fill = {s.name: s.create["fill_value"] is not None and s.create["fill_value"] is not False for s in specs}
-    writes = []
-    for name, arr in lazy.items():
-        writes += _block_writes(arr, name, created, tmp, nan_fill[name], lock, path)
-    result = dask.delayed(_finish, pure=True)([created, *writes], tmp, path)
+    jobs = [(arr, _write_block, lambda index, region, n=name: (tmp, n, region, nan_fill[n], lock, path))
+            for name, arr in lazy.items()]
+    result = blocks_then(created, jobs, _finish, (tmp, path), token=(path, tmp, [a.name for a in lazy.values()]))
     if compute:
         try:
             return result.compute()
