@@ -39,7 +39,7 @@ from .readers import (
     detect_reader,
     drop_duplicates,
     list_readers,
-    open_product,
+    open_with,
     verify_product,
 )
 from .readers._netcdf import NCFile
@@ -124,8 +124,8 @@ def open_inputs(cfg: JobConfig, files: list[Path],
             reporter.opened(k, len(files), f)
         try:
             with NCFile(f) as nc:
-                name = detect_reader(nc, readers).name
-            ds = open_product(f, qa_threshold=cfg.qa_threshold, reader=name, **cfg.reader_options.get(name, {}))
+                chosen = detect_reader(nc, readers)
+                ds = open_with(nc, chosen, qa_threshold=cfg.qa_threshold, **cfg.reader_options.get(chosen.name, {}))
             if cfg.on_error == "skip":  # a damaged data chunk shows only when read: read it now
                 verify_product(ds)
             datasets.append(ds)

@@ -54,6 +54,7 @@ __all__ = [
     "register_reader",
     "detect_reader",
     "open_product",
+    "open_with",
     "close_files",
     "verify_product",
     "product_identity",
@@ -244,10 +245,19 @@ def open_product(
             chosen = readers[reader]
         else:
             chosen = detect_reader(nc, readers)
-        _check_options(chosen, reader_options)
-        try:
-            return chosen.open(nc, qa_threshold=qa_threshold, **reader_options)
-        except EOPipelineError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - every failure must name the file
-            raise _unexpected(nc, f"opening it as {chosen.description}", exc) from exc
+        return open_with(nc, chosen, qa_threshold=qa_threshold, **reader_options)
+
+
+def open_with(nc: NCFile, reader: Reader, *, qa_threshold: float | None = None, **reader_options: Any) -> xr.Dataset:
+    """Open an already opened file with a chosen reader (what :func:`open_product` does after detection).
+
+    A job detects the reader first, to pick that reader's options, and then opens the
+    file once instead of twice.
+    """
+    _check_options(reader, reader_options)
+    try:
+        return reader.open(nc, qa_threshold=qa_threshold, **reader_options)
+    except EOPipelineError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure must name the file
+        raise _unexpected(nc, f"opening it as {reader.description}", exc) from exc

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 import dask.array as da
 import numpy as np
+from numba import njit
 import xarray as xr
 
 from .._version import __version__
@@ -306,12 +307,48 @@ def clean_longitude(lon: np.ndarray) -> tuple[np.ndarray, int]:
     return out, int(bad.sum())
 
 
+@njit(cache=True, nogil=True)
+def _decode_clean_f32(raw: np.ndarray, fill: np.float32, has_fill: bool, latitude: bool) -> tuple[np.ndarray, int]:
+    """Kernel (one pass): :func:`decode_float` then :func:`clean_latitude` or :func:`clean_longitude`, float32."""
+    flat = raw.ravel()
+    out = np.empty(flat.size, np.float32)
+    bad = 0
+    limit = np.float32(90.0) if latitude else np.float32(360.0)
+    for i in range(flat.size):
+        v = flat[i]
+        if has_fill and v == fill:
+            out[i] = np.nan
+            continue
+        if v != v:
+            out[i] = v
+            continue
+        if not abs(v) <= limit:
+            out[i] = np.nan
+            bad += 1
+            continue
+        if not latitude:
+            if v > np.float32(180.0):
+                v = v - np.float32(360.0)
+            if v < np.float32(-180.0):
+                v = v + np.float32(360.0)
+        out[i] = v
+    return out.reshape(raw.shape), bad
+
+
 def _decode_coordinate(raw: np.ndarray, fill_value: Any, axis: str, corners: bool, label: str,
                        source: str) -> np.ndarray:
     """map_blocks task: decode (float32), clean and (as a side effect) warn about masked coordinates."""
-    values = decode_float(raw, fill_value, np.float32)
-    clean = clean_latitude if axis == "latitude" else clean_longitude
-    out, n_bad = clean(values)
+    fill = None
+    if fill_value is not None and raw.dtype == np.float32:
+        with np.errstate(all="ignore"):
+            fill = np.asarray(fill_value).astype(np.float32)
+    if raw.dtype == np.float32 and (fill_value is None or fill is not None):  # the common case, in one pass
+        out, n_bad = _decode_clean_f32(np.ascontiguousarray(raw), np.float32(0.0 if fill is None else fill),
+                                       fill is not None, axis == "latitude")
+    else:
+        values = decode_float(raw, fill_value, np.float32)
+        clean = clean_latitude if axis == "latitude" else clean_longitude
+        out, n_bad = clean(values)
     if n_bad:
         limit = "+-90" if axis == "latitude" else "-360..360"
         if corners:
