@@ -132,7 +132,7 @@ def composite(
     g = as_grid(grid)
     edges = period_edges(datasets, period)
     n_periods = len(edges) - 1
-    tiling = Tiling(g.shape, check_chunk(chunk) or auto_chunk(g), periods=n_periods)
+    tiling = Tiling(g.shape, check_chunk(chunk) or auto_chunk(g, periods=n_periods), periods=n_periods)
     b = Binning(g, tiling, method, weighting == "inverse_variance", info.reference_value,
                 period_edges=tuple(int(e) for e in edges.astype(np.int64)), statistics=stats)
     by_layer: dict[int, list[Any]] = {k: [] for k in range(n_periods)}

@@ -179,7 +179,8 @@ def _blocks(ds: xr.Dataset, names: Sequence[str], extra: Sequence[str] = ()) -> 
         a = da.asarray(ds[n].data)
         target = (*chunks, (a.shape[-1],))
         arrays.append(a if a.chunks == target else a.rechunk(target))
-    blocks = [a.to_delayed().ravel().tolist() for a in arrays]
+    # unoptimised: fusing would copy shared work (corners derived from the centres) into each consumer
+    blocks = [a.to_delayed(optimize_graph=False).ravel().tolist() for a in arrays]
     return [list(group) for group in zip(*blocks, strict=True)]
 
 
@@ -426,16 +427,21 @@ def statistics_of(statistics: Any) -> tuple[str, ...]:
         raise ReaderOptionError(str(exc)) from exc
 
 
-def auto_chunk(grid: GridSpec) -> int:
-    """Output block size: the whole grid (rounded up to tiles) up to 2**22 cells, else 2048 cells.
+def auto_chunk(grid: GridSpec, *, periods: int = 1) -> int:
+    """Output block size (cells, a multiple of :data:`TILE`).
 
-    Blocks of 2048 x 2048 keep a block's dense statistics at 16 MB each, let blocks be
-    finalized and written in parallel, and leave the blocks a sparse map never touches
-    unallocated.
+    A single map is one block up to 2**25 cells (global_0p05 included): ``.compute()``
+    then hands back the finalized arrays without concatenating blocks, and a map's
+    partial sums weigh the same however they are blocked, as every block depends on
+    every file. Composites are one block per period up to 2**22 cells, else blocks of
+    2048 x 2048 cells (16 MB per statistic), so that the blocks of a day are finalized,
+    written and freed on their own and blocks a sparse day never touches stay
+    unallocated. Beyond 2**25 cells, single maps use 2048 x 2048 blocks too.
     """
     rows, cols = grid.shape
-    if rows * cols <= 2**22:
-        return -(-max(rows, cols) // TILE) * TILE
+    whole = -(-max(rows, cols) // TILE) * TILE
+    if rows * cols <= (2**25 if periods == 1 else 2**22):
+        return whole
     return 2048
 
 
