@@ -86,8 +86,11 @@ def compute_outputs(tasks: list[Any], scheduler: str | None = None) -> tuple[Any
     else:
         context = multiprocessing.get_context(dask.config.get("multiprocessing.context", "spawn"))
         pool = ProcessPoolExecutor(workers, mp_context=context)
+    # the threaded scheduler as a function: a scheduler's name makes dask import distributed
+    # (0.2 s) to look for a client, which a local run does not need
+    get = dask.threaded.get if scheduler == "threads" else dask.multiprocessing.get
     try:
-        return dask.compute(*tasks, scheduler=scheduler, pool=pool)
+        return dask.compute(*tasks, scheduler=get, pool=pool)
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
         raise
