@@ -179,8 +179,11 @@ def _blocks(ds: xr.Dataset, names: Sequence[str], extra: Sequence[str] = ()) -> 
         a = da.asarray(ds[n].data)
         target = (*chunks, (a.shape[-1],))
         arrays.append(a if a.chunks == target else a.rechunk(target))
-    # unoptimised: fusing would copy shared work (corners derived from the centres) into each consumer
-    blocks = [a.to_delayed(optimize_graph=False).ravel().tolist() for a in arrays]
+    # optimised (fused): each chunk's reading and decoding run inside one task, so a job over
+    # hundreds of files never holds decoded chunks waiting for their kernel (unfused, a
+    # month's peak memory went from 1.1 GB to 4.6 GB); the price is that corners derived
+    # from the centres are recomputed in each fused consumer
+    blocks = [a.to_delayed().ravel().tolist() for a in arrays]
     return [list(group) for group in zip(*blocks, strict=True)]
 
 
