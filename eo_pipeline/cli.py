@@ -95,7 +95,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import run
 
     cfg = load_config(args.config)
-    result = run(cfg, scheduler=args.scheduler, reporter=_CLIReporter(args.session))
+    if args.output is not None:  # relative to where the command runs, like any path on a command line
+        from pathlib import Path
+
+        cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"dir": Path(args.output).resolve()})})
+    result = run(cfg, scheduler=args.scheduler, workers=args.workers, reporter=_CLIReporter(args.session))
     for out in result.outputs:
         print(out)
     if not args.quiet:
@@ -257,8 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("run", parents=[common], help="run a job from a YAML config (e.g. configs/demo.yaml)")
     s.add_argument("config")
-    s.add_argument("--scheduler", default=None, choices=["threads", "processes", "synchronous"],
-                   help="dask scheduler (default: threads)")
+    s.add_argument("--scheduler", default=None, metavar="threads|processes|synchronous|tcp://HOST:PORT|FILE.json",
+                   help="where to compute: a local dask scheduler, a running dask scheduler's address, or its "
+                   "scheduler file (default: the config's cluster: section, else threads)")
+    s.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="threads or processes of a local scheduler, workers of cluster: {type: local}, "
+                   "or jobs of a SLURM/PBS cluster")
+    s.add_argument("--output", default=None, metavar="DIR", help="output folder (instead of the config's output.dir)")
     s.set_defaults(func=_cmd_run)
 
     s = sub.add_parser("grid", parents=[common], help="grid Level-2 files onto a map grid -> COG (.tif) or CF-NetCDF (.nc)")

@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, GridError
 from .grid import GridSpec, grid_from_mapping, named_grid
 
 __all__ = ["JobConfig", "GridConfig", "GriddingConfig", "AnomalyConfig", "HotspotConfig", "RegionsConfig",
-           "ForestConfig", "OutputConfig", "load_config", "config_hash"]
+           "ForestConfig", "OutputConfig", "ClusterConfig", "load_config", "config_hash"]
 
 
 class _Model(BaseModel):
@@ -152,6 +152,51 @@ class OutputConfig(_Model):
     formats: tuple[Literal["geotiff", "netcdf", "quicklook"], ...] = ("geotiff", "quicklook")
 
 
+class ClusterConfig(_Model):
+    """Where a job computes (see :mod:`eo_pipeline.cluster`); ``eo-pipeline run --scheduler`` wins over it.
+
+    Give one of: ``type: local`` (a LocalCluster of worker processes on this machine),
+    ``address: tcp://HOST:PORT`` or ``scheduler_file: FILE.json`` (a running dask
+    scheduler), or ``type: slurm`` / ``type: pbs`` (batch jobs through dask-jobqueue).
+    """
+
+    type: Literal["local", "slurm", "pbs"] | None = None
+    address: str | None = Field(None, pattern=r"^[a-z]+://.+")
+    scheduler_file: str | None = None
+    # local cluster
+    workers: int = Field(2, ge=1, description="local: worker processes")
+    threads_per_worker: int = Field(1, ge=1)
+    memory_limit: str | int | None = Field("auto", description="per worker, e.g. '4GB'; 'auto' shares the RAM")
+    # dask-jobqueue (per job)
+    jobs: int = Field(1, ge=1, description="slurm/pbs: batch jobs to submit")
+    cores: int = Field(1, ge=1, description="slurm/pbs: cores per job")
+    memory: str = Field("4GB", description="slurm/pbs: memory per job")
+    processes: int = Field(1, ge=1, description="slurm/pbs: dask worker processes per job")
+    walltime: str = Field("01:00:00", pattern=r"^(\d+-)?\d{1,3}:\d{2}(:\d{2})?$")
+    queue: str | None = None
+    account: str | None = None
+    job_extra_directives: tuple[str, ...] = ()
+    job_script_prologue: tuple[str, ...] = ()
+    local_directory: str | None = None
+    interface: str | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ClusterConfig:
+        given = [k for k in ("type", "address", "scheduler_file") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of type (local, slurm, pbs), address or scheduler_file"
+                             + (f"; got {', '.join(given)}" if given else ""))
+        return self
+
+    def jobqueue_options(self) -> dict[str, Any]:
+        """Keyword arguments of dask-jobqueue's cluster class (plus ``jobs``)."""
+        return {"jobs": self.jobs, "cores": self.cores, "memory": self.memory, "processes": self.processes,
+                "walltime": self.walltime, "queue": self.queue, "account": self.account,
+                "job_extra_directives": list(self.job_extra_directives),
+                "job_script_prologue": list(self.job_script_prologue),
+                "local_directory": self.local_directory, "interface": self.interface}
+
+
 class JobConfig(_Model):
     """A whole job: inputs, reading options, stages, outputs."""
 
@@ -168,6 +213,7 @@ class JobConfig(_Model):
     regions: RegionsConfig | None = None
     forest: ForestConfig | None = None
     output: OutputConfig
+    cluster: ClusterConfig | None = None
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     def resolve(self, p: str | Path) -> Path:
@@ -293,6 +339,12 @@ def _check_forest(cfg: JobConfig, p: Path) -> None:
 
 
 def config_hash(cfg: JobConfig) -> str:
-    """SHA-256 (first 16 hex digits) of the validated configuration, for provenance tags."""
-    text = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, default=str)
+    """SHA-256 (first 16 hex digits) of what the configuration asks to compute, for provenance tags.
+
+    Where the job runs (``cluster:``) and where it writes (``output.dir``, ``--output``)
+    do not change the maps, so they are left out: the same job gives the same hash (and
+    the same files) on a workstation and on a cluster, into any folder.
+    """
+    doc = cfg.model_dump(mode="json", exclude={"cluster": True, "output": {"dir"}})
+    text = json.dumps(doc, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

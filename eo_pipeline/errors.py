@@ -31,6 +31,7 @@ __all__ = [
     "ConfigError",
     "GridError",
     "OutputError",
+    "ClusterError",
     "EOPipelineWarning",
     "QualityWarning",
     "CoordinateWarning",
@@ -126,6 +127,10 @@ class OutputError(EOPipelineError, OSError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else super().__str__()
+
+
+class ClusterError(EOPipelineError, RuntimeError):
+    """The dask cluster a job was given cannot be reached, or lost what it cannot recompute."""
 
 
 class EOPipelineWarning(UserWarning):

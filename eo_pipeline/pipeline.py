@@ -300,7 +300,8 @@ def _write_summary(out_dir: Path, result: JobResult, extra: dict[str, Any]) -> s
     return str(summary)
 
 
-def run(cfg: JobConfig, *, scheduler: str | None = None, reporter: Reporter | None = None) -> JobResult:
+def run(cfg: JobConfig, *, scheduler: str | None = None, workers: int | None = None,
+        reporter: Reporter | None = None) -> JobResult:
     """Run a job: read, grid each species, write the outputs; compute once.
 
     Every output is written under a temporary name and renamed into place when complete,
@@ -312,11 +313,26 @@ def run(cfg: JobConfig, *, scheduler: str | None = None, reporter: Reporter | No
     cfg : JobConfig
         Validated configuration (:func:`eo_pipeline.config.load_config`).
     scheduler : str, optional
-        Dask scheduler for the single compute (``threads``, ``processes``,
-        ``synchronous``); default: the active dask configuration or client.
+        Where every stage computes: ``threads``, ``processes``, ``synchronous``,
+        ``tcp://HOST:PORT`` of a running dask scheduler, or a scheduler file (``.json``);
+        it wins over the config's ``cluster:`` section (see :mod:`eo_pipeline.cluster`).
+        Default: the ``cluster:`` section, else the threaded scheduler.
+    workers : int, optional
+        Threads or processes of a local scheduler, worker processes of a local cluster,
+        or batch jobs of a SLURM/PBS cluster.
+
+    Raises
+    ------
+    ClusterError
+        The cluster cannot be reached.
     """
+    from .cluster import choose_scheduler, use_scheduler
+
+    choice = choose_scheduler(scheduler, cfg.cluster, workers=workers, base_dir=cfg.base_dir)
     try:
-        return _run(cfg, scheduler, reporter or Reporter())
+        with use_scheduler(choice) as name:
+            log.info("scheduler: %s", choice.describe())
+            return _run(cfg, name, reporter or Reporter())
     finally:
         close_files()  # the per-process HDF5 handle cache: no file stays open after a job
 

@@ -1,0 +1,213 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Where a job computes: a local dask scheduler, a local cluster, a running cluster, SLURM/PBS.
+
+A job names its scheduler with ``eo-pipeline run --scheduler`` or the config's
+``cluster:`` section (the command line wins):
+
+* ``threads`` (default), ``processes``, ``synchronous``: dask's local schedulers, with
+  ``--workers N`` threads or processes;
+* ``tcp://HOST:PORT`` (or ``tls://``): a running ``dask scheduler``;
+* ``FILE.json``: the scheduler file a ``dask scheduler --scheduler-file FILE.json``
+  wrote (shared file systems on clusters);
+* ``cluster: {type: local, workers, threads_per_worker, memory_limit}``: a
+  ``distributed.LocalCluster`` of worker processes on this machine, started for the
+  run and stopped after it;
+* ``cluster: {type: slurm | pbs, jobs, cores, memory, walltime, queue, account, ...}``:
+  batch jobs through dask-jobqueue (``pip install 'eo_pipeline[cluster]'``), each job
+  one or more dask workers, submitted for the run and cancelled after it.
+
+Every stage of the job then runs under that scheduler: :func:`use_scheduler` sets it
+as dask's default for the length of the run (and a distributed client as the current
+one), so the forest stage's own computations follow it too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ClusterError, ConfigError
+
+__all__ = ["LOCAL_SCHEDULERS", "SchedulerChoice", "choose_scheduler", "use_scheduler", "jobqueue_cluster"]
+
+log = logging.getLogger(__name__)
+
+#: dask's schedulers inside this process.
+LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
+
+
+@dataclass(frozen=True)
+class SchedulerChoice:
+    """A resolved scheduler.
+
+    ``kind`` is one of :data:`LOCAL_SCHEDULERS`, ``address``, ``scheduler_file``,
+    ``local_cluster``, ``slurm`` or ``pbs``.
+    """
+
+    kind: str
+    workers: int | None = None
+    address: str | None = None
+    scheduler_file: Path | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def distributed(self) -> bool:
+        """Whether the run needs a ``distributed.Client``."""
+        return self.kind not in LOCAL_SCHEDULERS
+
+    def describe(self) -> str:
+        """One line for logs: where the run computes."""
+        if self.kind in LOCAL_SCHEDULERS:
+            return self.kind + (f" ({self.workers} workers)" if self.workers else "")
+        if self.kind == "address":
+            return f"the dask scheduler at {self.address}"
+        if self.kind == "scheduler_file":
+            return f"the dask scheduler of {self.scheduler_file}"
+        opts = dict(self.options)
+        if self.kind == "local_cluster":
+            return (f"a local cluster of {opts.get('n_workers')} worker processes x "
+                    f"{opts.get('threads_per_worker')} threads")
+        return f"{self.kind.upper()} jobs through dask-jobqueue ({opts.get('jobs', 1)} jobs)"
+
+
+def choose_scheduler(scheduler: str | None, cluster: Any = None, *, workers: int | None = None,
+                     base_dir: Path | None = None) -> SchedulerChoice:
+    """Resolve ``--scheduler`` (wins) or the config's ``cluster:`` section into a :class:`SchedulerChoice`.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        ``threads``, ``processes``, ``synchronous``, ``tcp://HOST:PORT`` (``tls://`` too)
+        or the path of a scheduler file (``*.json``).
+    cluster : eo_pipeline.config.ClusterConfig, optional
+        The config's ``cluster:`` section.
+    workers : int, optional
+        ``--workers``: threads or processes of a local scheduler, worker processes of a
+        local cluster, jobs of a SLURM/PBS cluster.
+    base_dir : Path, optional
+        Folder that relative scheduler-file paths of the config are relative to.
+
+    Raises
+    ------
+    ConfigError
+        An unknown scheduler name, or a scheduler file that does not exist.
+    """
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers {workers}: give a positive number of workers")
+    if scheduler is not None:
+        s = scheduler.strip()
+        if s.lower() in LOCAL_SCHEDULERS:
+            return SchedulerChoice(s.lower(), workers=workers)
+        if "://" in s:
+            return SchedulerChoice("address", address=s)
+        if s.lower().endswith(".json"):
+            path = Path(s).expanduser().resolve()
+            if not path.is_file():
+                raise ConfigError(f"{path}: no such scheduler file; start the scheduler with "
+                                  f"'dask scheduler --scheduler-file {path}' first, or give tcp://HOST:PORT")
+            return SchedulerChoice("scheduler_file", scheduler_file=path)
+        raise ConfigError(f"--scheduler {scheduler}: give threads, processes, synchronous, "
+                          "tcp://HOST:PORT or a scheduler file (.json)")
+    if cluster is None:
+        return SchedulerChoice("threads", workers=workers)
+    if cluster.address is not None:
+        return SchedulerChoice("address", address=cluster.address)
+    if cluster.scheduler_file is not None:
+        q = Path(cluster.scheduler_file).expanduser()
+        path = (q if q.is_absolute() or base_dir is None else base_dir / q).resolve()
+        if not path.is_file():
+            raise ConfigError(f"cluster.scheduler_file: {path} does not exist; start the scheduler with "
+                              f"'dask scheduler --scheduler-file {path}' first")
+        return SchedulerChoice("scheduler_file", scheduler_file=path)
+    if cluster.type == "local":
+        opts = {"n_workers": workers or cluster.workers, "threads_per_worker": cluster.threads_per_worker,
+                "memory_limit": cluster.memory_limit}
+        return SchedulerChoice("local_cluster", options=tuple(opts.items()))
+    opts = cluster.jobqueue_options()
+    if workers is not None:
+        opts["jobs"] = workers
+    return SchedulerChoice(cluster.type, options=tuple(opts.items()))
+
+
+def jobqueue_cluster(kind: str, options: dict[str, Any]) -> Any:
+    """Build a dask-jobqueue ``SLURMCluster`` or ``PBSCluster`` from the ``cluster:`` options, not yet scaled.
+
+    Nothing is submitted until the cluster is scaled; ``.job_script()`` shows the batch
+    script each job would run.
+
+    Raises
+    ------
+    ConfigError
+        dask-jobqueue is not installed (``pip install 'eo_pipeline[cluster]'``).
+    """
+    try:
+        import dask_jobqueue
+    except ImportError:
+        raise ConfigError(f"cluster.type: {kind} needs dask-jobqueue; install it with "
+                          "pip install 'eo_pipeline[cluster]'") from None
+    cls = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[kind]
+    kwargs = {k: v for k, v in options.items() if k != "jobs" and v is not None}
+    return cls(**kwargs)
+
+
+def _client(choice: SchedulerChoice) -> tuple[Any, Any]:
+    """Connect a ``distributed.Client``; returns it and the cluster started for it (or None)."""
+    from distributed import Client, LocalCluster
+
+    timeout = "30s"
+    if choice.kind == "address":
+        try:
+            return Client(choice.address, timeout=timeout, set_as_default=False), None
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise ClusterError(f"{choice.address}: cannot reach the dask scheduler ({exc}); start it with "
+                               "'dask scheduler' and check the address and port, or use --scheduler threads") from exc
+    if choice.kind == "scheduler_file":
+        try:
+            return Client(scheduler_file=str(choice.scheduler_file), timeout=timeout, set_as_default=False), None
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise ClusterError(f"{choice.scheduler_file}: cannot reach the dask scheduler it names ({exc}); "
+                               "is the scheduler still running? restart it or delete the stale file") from exc
+    opts = dict(choice.options)
+    if choice.kind == "local_cluster":
+        cluster = LocalCluster(n_workers=opts["n_workers"], threads_per_worker=opts["threads_per_worker"],
+                               memory_limit=opts["memory_limit"], processes=True, dashboard_address=None)
+    else:
+        cluster = jobqueue_cluster(choice.kind, opts)
+        cluster.scale(jobs=int(opts.get("jobs", 1)))
+    try:
+        return Client(cluster, set_as_default=False), cluster
+    except BaseException:
+        cluster.close()
+        raise
+
+
+@contextmanager
+def use_scheduler(choice: SchedulerChoice) -> Iterator[str]:
+    """Make ``choice`` dask's scheduler for the length of the block; yields the name for ``compute_outputs``.
+
+    Local schedulers are set in dask's configuration (with ``num_workers`` when given);
+    a distributed client becomes the current client and is closed after the block,
+    together with any cluster started for it.
+    """
+    import dask
+
+    if not choice.distributed:
+        settings: dict[str, Any] = {"scheduler": choice.kind}
+        if choice.workers:
+            settings["num_workers"] = choice.workers
+        with dask.config.set(settings):
+            yield choice.kind
+        return
+    client, cluster = _client(choice)
+    log.info("computing on %s (dashboard: %s)", choice.describe(), getattr(client, "dashboard_link", "-"))
+    try:
+        with client.as_current(), dask.config.set(scheduler=client):
+            yield "distributed"
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

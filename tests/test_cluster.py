@@ -1,0 +1,252 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Schedulers and clusters (issue 10): the same job gives the same files wherever it runs.
+
+The demo job (every stage: gridding, anomalies, hotspots, region tables, forest) is run
+as a whole ``eo-pipeline run`` process with the threaded, multiprocessing and
+synchronous schedulers, a 2-worker ``LocalCluster`` from the config's ``cluster:``
+section, and a real cluster started on loopback as a user would on their machines (a
+``dask scheduler`` process and two ``dask worker`` processes); every output must be
+identical: data, georeference, tags and tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+import yaml
+
+from eo_pipeline.cluster import choose_scheduler, jobqueue_cluster
+from eo_pipeline.config import config_hash, load_config
+from eo_pipeline.errors import ConfigError
+
+from .test_pipeline import demo_config
+
+BIN = Path(sys.executable).parent
+EXE = str(BIN / "eo-pipeline")
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    proc = subprocess.run([EXE, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _assert_same_outputs(a: Path, b: Path) -> None:
+    """Every file of run ``a`` is in run ``b`` with the same content (maps: values, grid, tags)."""
+    names_a = sorted(p.name for p in a.iterdir() if not p.name.startswith("."))
+    names_b = sorted(p.name for p in b.iterdir() if not p.name.startswith("."))
+    assert names_a == names_b
+    assert any(n.endswith(".tif") for n in names_a) and any(n.endswith(".csv") for n in names_a)
+    for name in names_a:
+        pa, pb = a / name, b / name
+        if name == "job_summary.json":
+            sa, sb = json.loads(pa.read_text()), json.loads(pb.read_text())
+            for key in ("config_hash", "soundings_used", "footprints_dropped"):
+                assert sa[key] == sb[key], key
+            assert [Path(o).name for o in sa["outputs"]] == [Path(o).name for o in sb["outputs"]]
+        elif name.endswith(".tif"):
+            with rasterio.open(pa) as ra, rasterio.open(pb) as rb:
+                assert (ra.crs, ra.transform, ra.shape, ra.count) == (rb.crs, rb.transform, rb.shape, rb.count), name
+                assert ra.tags() == rb.tags(), name
+                assert [ra.tags(k) for k in range(1, ra.count + 1)] == [rb.tags(k) for k in range(1, rb.count + 1)]
+                assert ra.overviews(1) == rb.overviews(1), name
+                np.testing.assert_array_equal(ra.read(), rb.read(), err_msg=name)
+        elif name.endswith(".nc"):
+            with xr.open_dataset(pa) as xa, xr.open_dataset(pb) as xb:
+                xa.attrs.pop("history", None)
+                xb.attrs.pop("history", None)
+                xr.testing.assert_identical(xa, xb)
+        else:  # tables (CSV, GeoJSON), quicklooks
+            assert pa.read_bytes() == pb.read_bytes(), name
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cluster")
+    cfg = demo_config(tmp)
+    doc = yaml.safe_load(cfg.read_text())
+    doc["gridding"]["composite"] = "day"  # daily maps: per-period blocks, several COGs
+    cfg.write_text(yaml.safe_dump(doc))
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def threads_run(job):
+    out = job.parent / "threads"
+    _cli("run", str(job), "--scheduler", "threads", "--output", str(out), "-q", cwd=job.parent)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheduler", ["processes", "synchronous"])
+def test_local_schedulers_write_the_same_files(job, threads_run, scheduler):
+    out = job.parent / scheduler
+    _cli("run", str(job), "--scheduler", scheduler, "--workers", "2", "--output", str(out), "-q", cwd=job.parent)
+    _assert_same_outputs(threads_run, out)
+
+
+@pytest.mark.slow
+def test_local_cluster_from_the_config_writes_the_same_files(job, threads_run):
+    doc = yaml.safe_load(job.read_text())
+    doc["cluster"] = {"type": "local", "workers": 2, "threads_per_worker": 1, "memory_limit": "2GB"}
+    cfg = job.parent / "job_local_cluster.yaml"
+    cfg.write_text(yaml.safe_dump(doc))
+    assert config_hash(load_config(cfg)) == config_hash(load_config(job))  # where it runs is not what it computes
+    out = job.parent / "local_cluster"
+    _cli("run", str(cfg), "--output", str(out), "-q", cwd=job.parent)
+    _assert_same_outputs(threads_run, out)
+
+
+def _start(cmd: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True)
+
+
+def _wait_for_workers(scheduler_file: Path, n: int, timeout: float = 120.0) -> None:
+    from distributed import Client
+
+    deadline = time.monotonic() + timeout
+    while not scheduler_file.exists():
+        if time.monotonic() > deadline:
+            raise AssertionError("the dask scheduler did not write its scheduler file")
+        time.sleep(0.2)
+    with Client(scheduler_file=str(scheduler_file), timeout="60s", set_as_default=False) as c:
+        c.wait_for_workers(n, timeout=max(1.0, deadline - time.monotonic()))
+
+
+@pytest.fixture
+def loopback_cluster(tmp_path):
+    """A ``dask scheduler`` and two single-threaded ``dask worker`` processes on 127.0.0.1."""
+    sched_file = tmp_path / "scheduler.json"
+    procs = [_start([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                     "--scheduler-file", str(sched_file)], tmp_path / "scheduler.log")]
+    try:
+        for k in range(2):
+            procs.append(_start([str(BIN / "dask"), "worker", "--scheduler-file", str(sched_file), "--nthreads", "1",
+                                 "--nworkers", "1", "--no-dashboard", "--host", "127.0.0.1", "--memory-limit", "2GB",
+                                 "--local-directory", str(tmp_path / f"w{k}")], tmp_path / f"worker{k}.log"))
+        _wait_for_workers(sched_file, 2)
+        yield sched_file, procs
+    finally:
+        for p in procs[::-1]:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_real_loopback_cluster_writes_the_same_files(job, threads_run, loopback_cluster, tmp_path):
+    sched_file, _ = loopback_cluster
+    address = json.loads(sched_file.read_text())["address"]
+    out_file = tmp_path / "by_file"
+    _cli("run", str(job), "--scheduler", str(sched_file), "--output", str(out_file), "-q", cwd=tmp_path)
+    _assert_same_outputs(threads_run, out_file)
+    out_addr = tmp_path / "by_address"
+    _cli("run", str(job), "--scheduler", address, "--output", str(out_addr), "-q", cwd=tmp_path)
+    _assert_same_outputs(threads_run, out_addr)
+
+
+def test_unreachable_scheduler_is_one_line(job, tmp_path):
+    proc = subprocess.run([EXE, "run", str(job), "--scheduler", "tcp://127.0.0.1:9", "--output", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s"})
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "tcp://127.0.0.1:9" in lines[0] and "dask scheduler" in lines[0], proc.stderr
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+# ------------------------------------------------------------------ resolving the scheduler
+
+
+def test_scheduler_names_addresses_and_files(tmp_path):
+    assert choose_scheduler(None).kind == "threads"
+    assert choose_scheduler("Processes", workers=3) == choose_scheduler("processes", workers=3)
+    assert choose_scheduler("processes", workers=3).workers == 3
+    assert choose_scheduler("tcp://10.0.0.5:8786").address == "tcp://10.0.0.5:8786"
+    f = tmp_path / "sched.json"
+    f.write_text("{}")
+    assert choose_scheduler(str(f)).scheduler_file == f.resolve()
+    with pytest.raises(ConfigError, match="no such scheduler file"):
+        choose_scheduler(str(tmp_path / "missing.json"))
+    with pytest.raises(ConfigError, match="threads, processes, synchronous"):
+        choose_scheduler("gpu")
+    with pytest.raises(ConfigError, match="positive"):
+        choose_scheduler("threads", workers=0)
+
+
+def _cfg_with_cluster(tmp_path: Path, cluster: dict) -> Path:
+    p = demo_config(tmp_path)
+    doc = yaml.safe_load(p.read_text())
+    doc["cluster"] = cluster
+    p.write_text(yaml.safe_dump(doc))
+    return p
+
+
+def test_cluster_section_is_validated(tmp_path):
+    with pytest.raises(ConfigError, match="exactly one of type"):
+        load_config(_cfg_with_cluster(tmp_path, {"workers": 2}))
+    with pytest.raises(ConfigError, match="exactly one of type"):
+        load_config(_cfg_with_cluster(tmp_path, {"type": "local", "address": "tcp://h:1"}))
+    with pytest.raises(ConfigError, match="cluster.type"):
+        load_config(_cfg_with_cluster(tmp_path, {"type": "kubernetes"}))
+    cfg = load_config(_cfg_with_cluster(tmp_path, {"type": "local", "workers": 3, "memory_limit": "3GB"}))
+    choice = choose_scheduler(None, cfg.cluster)
+    assert choice.kind == "local_cluster" and dict(choice.options)["n_workers"] == 3
+    assert dict(choose_scheduler(None, cfg.cluster, workers=5).options)["n_workers"] == 5
+    assert choose_scheduler("synchronous", cfg.cluster).kind == "synchronous"  # the command line wins
+    sched = tmp_path / "s.json"
+    sched.write_text("{}")
+    cfg = load_config(_cfg_with_cluster(tmp_path, {"scheduler_file": "s.json"}))  # relative to the config file
+    assert choose_scheduler(None, cfg.cluster, base_dir=cfg.base_dir).scheduler_file == sched.resolve()
+
+
+def test_slurm_job_script_asks_for_the_configured_resources(tmp_path):
+    pytest.importorskip("dask_jobqueue", reason="the [cluster] extra (dask-jobqueue) is not installed")
+    cfg = load_config(_cfg_with_cluster(tmp_path, {
+        "type": "slurm", "jobs": 4, "cores": 8, "memory": "32GB", "processes": 2, "walltime": "02:30:00",
+        "queue": "compute", "account": "ghg-proj", "job_extra_directives": ["--constraint=skylake"],
+        "job_script_prologue": ["module load python"]}))
+    choice = choose_scheduler(None, cfg.cluster)
+    opts = dict(choice.options)
+    assert choice.kind == "slurm" and opts["jobs"] == 4
+    cluster = jobqueue_cluster("slurm", opts)  # built, never scaled: nothing is submitted
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    lines = script.splitlines()
+    assert lines[0].startswith("#!")
+    for directive in ("#SBATCH -p compute", "#SBATCH -A ghg-proj", "#SBATCH -n 1", "#SBATCH --cpus-per-task=8",
+                      "#SBATCH -t 02:30:00", "#SBATCH --constraint=skylake"):
+        assert directive in lines, (directive, script)
+    mem = [x for x in lines if x.startswith("#SBATCH --mem=")]
+    assert mem == ["#SBATCH --mem=30G"], mem  # 32 GB = 29.8 GiB, rounded up by dask-jobqueue
+    assert "module load python" in script
+    worker = next(x for x in lines if "--nthreads" in x)  # 2 worker processes sharing 8 cores and 32 GB
+    assert "distributed.cli.dask_worker" in worker and "--nworkers 2" in worker and "--nthreads 4" in worker
+    assert "--memory-limit 14.90GiB" in worker, worker
+    # PBS: the same section with type: pbs
+    cfg = load_config(_cfg_with_cluster(tmp_path, {"type": "pbs", "cores": 4, "memory": "16GB",
+                                                   "walltime": "01:00:00", "queue": "short"}))
+    pbs = jobqueue_cluster("pbs", dict(choose_scheduler(None, cfg.cluster).options))
+    try:
+        script = pbs.job_script()
+    finally:
+        pbs.close()
+    lines = script.splitlines()
+    for directive in ("#PBS -q short", "#PBS -l select=1:ncpus=4:mem=15GB", "#PBS -l walltime=01:00:00"):
+        assert directive in lines, (directive, script)
