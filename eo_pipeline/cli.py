@@ -144,7 +144,13 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     tasks, outputs = write_level3(l3, out.parent, out.stem, formats)
     if suffix == ".nc":
         outputs = [str(out) if o.endswith(".nc") else o for o in outputs]
-    compute_outputs(tasks)
+    from .io._atomic import remove_temporaries
+
+    try:
+        compute_outputs(tasks)
+    finally:
+        for o in outputs:  # parts of a failed write, done markers of finished ones
+            remove_temporaries(o)
     for o in outputs:
         print(o)
     return 0

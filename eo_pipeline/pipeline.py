@@ -382,9 +382,8 @@ def _run(cfg: JobConfig, scheduler: str | None, reporter: Reporter) -> JobResult
         log.info("computing %d outputs from %d inputs", len(tasks), len(files))
         with reporter.computing(len(outputs)):
             done = compute_outputs([*tasks, *[c for per_species in counts for c in per_species]], scheduler)
-    except BaseException:
-        remove_temporaries(out_dir)
-        raise
+    finally:
+        remove_temporaries(out_dir)  # a failed run's parts; a finished run's done markers
     numbers, k = [], len(tasks)
     for per_species in counts:  # the per-period counts of soundings used, then of footprints dropped
         values = [int(np.asarray(v).sum()) for v in done[k:k + len(per_species)]]

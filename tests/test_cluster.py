@@ -107,8 +107,14 @@ def test_local_cluster_from_the_config_writes_the_same_files(job, threads_run):
     _assert_same_outputs(threads_run, out)
 
 
+#: Locks held by a killed worker are released after 5 s (default 30 s), in every process of the cluster.
+CLUSTER_ENV = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__LOCKS__LEASE_TIMEOUT": "5s",
+               "DASK_DISTRIBUTED__SCHEDULER__LOCKS__LEASE_VALIDATION_INTERVAL": "1s"}
+
+
 def _start(cmd: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True)
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True,
+                            env=CLUSTER_ENV)
 
 
 def _wait_for_workers(scheduler_file: Path, n: int, timeout: float = 120.0) -> None:
@@ -132,6 +138,7 @@ def loopback_cluster(tmp_path):
     try:
         for k in range(2):
             procs.append(_start([str(BIN / "dask"), "worker", "--scheduler-file", str(sched_file), "--nthreads", "1",
+                                 "--name", f"w{k}",
                                  "--nworkers", "1", "--no-dashboard", "--host", "127.0.0.1", "--memory-limit", "2GB",
                                  "--local-directory", str(tmp_path / f"w{k}")], tmp_path / f"worker{k}.log"))
         _wait_for_workers(sched_file, 2)
@@ -157,6 +164,50 @@ def test_real_loopback_cluster_writes_the_same_files(job, threads_run, loopback_
     out_addr = tmp_path / "by_address"
     _cli("run", str(job), "--scheduler", address, "--output", str(out_addr), "-q", cwd=tmp_path)
     _assert_same_outputs(threads_run, out_addr)
+
+
+def _worker_load(client) -> dict:
+    """Per worker name: (tasks it runs, results it holds)."""
+    names = {addr: w["name"] for addr, w in client.scheduler_info()["workers"].items()}
+    processing, has_what = client.processing(), client.has_what()
+    return {names[a]: (len(processing.get(a, ())), len(has_what.get(a, ()))) for a in names}
+
+
+@pytest.mark.slow
+def test_a_worker_killed_during_the_run_changes_nothing(job, threads_run, loopback_cluster, tmp_path):
+    """SIGKILL one of two workers (its whole process group) while it runs tasks and holds results.
+
+    The scheduler reruns what was lost on the other worker, including writer tasks that
+    had already finished (their results lived on the dead worker): the outputs must be
+    the same files, and nothing half-written or temporary may be left. Which tasks are
+    lost depends on the moment of the kill; the worst cases (a writer's first task rerun
+    after blocks were written, its last task rerun after the file was done) are
+    reproduced deterministically in ``test_writer_safety.py``.
+    """
+    from distributed import Client
+
+    sched_file, procs = loopback_cluster
+    victim = procs[1]  # worker "w0"
+    out = tmp_path / "lost_worker"
+    run = subprocess.Popen([EXE, "run", str(job), "--scheduler", str(sched_file), "--output", str(out), "-q"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=CLUSTER_ENV)
+    load = {}
+    with Client(scheduler_file=str(sched_file), timeout="30s", set_as_default=False) as client:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and run.poll() is None:
+            load = _worker_load(client)
+            busy, held = load.get("w0", (0, 0))
+            if busy and held >= 3 and any(p.name.startswith(".") for p in out.glob("*")):
+                break
+            time.sleep(0.05)
+        running = run.poll() is None
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=30)
+    assert running, f"the run ended before the worker could be killed (load {load}); make the job longer"
+    stdout, stderr = run.communicate(timeout=600)
+    assert run.returncode == 0, stderr[-3000:]
+    _assert_same_outputs(threads_run, out)
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporaries, no markers
 
 
 def test_unreachable_scheduler_is_one_line(job, tmp_path):

@@ -225,3 +225,75 @@ def test_a_full_disk_gives_one_output_error_and_leaves_nothing(tmp_path, writer)
     assert "Traceback" not in proc.stderr
     for target in targets.values():
         assert list(target.parent.iterdir()) == []
+
+
+# ------------------------------------------------------------------ tasks rerun on a cluster
+
+
+def _rerun_first_task_after(writer_prefix: str, rerun_prefix: str):
+    """Callback: after the first ``writer_prefix`` task finishes, run the ``rerun_prefix`` task once more.
+
+    This is what a cluster does when the worker holding a finished task's result dies
+    while later tasks still need it: the task runs again, after other tasks have used
+    its first result.
+    """
+    state_ = {"done": False}
+
+    class Rerun(Callback):
+        def _posttask(self, key, result, dsk, state, id):  # noqa: A002 - dask's signature
+            name = key[0] if isinstance(key, tuple) else key
+            if state_["done"] or not str(name).startswith(writer_prefix):
+                return
+            state_["done"] = True
+            again = [k for k in dsk if str(k[0] if isinstance(k, tuple) else k).startswith(rerun_prefix)]
+            assert len(again) == 1, again
+            dsk[again[0]]({})  # its arguments are plain values: no dependencies
+
+    return Rerun(), state_
+
+
+@pytest.mark.parametrize("kind", ["geotiff", "netcdf"])
+def test_writer_tasks_can_run_again_on_a_cluster(tmp_path, monkeypatch, kind):
+    """Creation rerun after blocks were written, and the whole writer rerun after it finished: same file."""
+    import eo_pipeline.io._atomic as atomic
+
+    ds = small_map(chunks=32)
+    write, create = (write_cog, "_create_levels") if kind == "geotiff" else (write_netcdf, "_create")
+    suffix = ".tif" if kind == "geotiff" else ".nc"
+    reference = tmp_path / f"reference{suffix}"
+    write(ds, reference)
+    monkeypatch.setattr(atomic, "on_cluster_worker", lambda: True)  # as in a task on a distributed worker
+    target = tmp_path / f"m{suffix}"
+    rerun, seen = _rerun_first_task_after("_write_block", create)
+    with rerun:
+        dask.compute(write(ds, target, compute=False), scheduler="synchronous")
+    assert seen["done"]
+    _same_file_content(reference, target, kind)
+    # the first and the last task again after the output is done (their results were lost with a
+    # worker, and the client still needs the last one's): the file must not change
+    target2 = tmp_path / f"again{suffix}"
+    w = write(ds, target2, compute=False)
+    dask.compute(w, scheduler="synchronous")
+    before = target2.read_bytes()
+    graph = dict(w.__dask_graph__())
+    for prefix in (create, "_finish"):
+        (key,) = [k for k in graph if str(k[0] if isinstance(k, tuple) else k).startswith(prefix)]
+        graph[key]({d: None for d in graph[key].dependencies})
+    assert target2.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == sorted(
+        atomic.done_marker(t).name for t in (target, target2))  # the job's clean-up removes these
+
+
+def _same_file_content(a: Path, b: Path, kind: str) -> None:
+    if kind == "geotiff":
+        import rasterio
+
+        with rasterio.open(a) as ra, rasterio.open(b) as rb:
+            assert (ra.transform, ra.crs, ra.tags(), ra.overviews(1)) == (rb.transform, rb.crs, rb.tags(), rb.overviews(1))
+            np.testing.assert_array_equal(ra.read(), rb.read())
+            for k in range(len(ra.overviews(1))):
+                with rasterio.open(a, overview_level=k) as oa, rasterio.open(b, overview_level=k) as ob:
+                    np.testing.assert_array_equal(oa.read(), ob.read())
+    else:
+        with xr.open_dataset(a) as xa, xr.open_dataset(b) as xb:
+            xr.testing.assert_identical(xa.drop_attrs(deep=False), xb.drop_attrs(deep=False))

@@ -17,15 +17,17 @@ removes the output's temporaries.
 from __future__ import annotations
 
 import errno
+import os
 import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ..errors import OutputError
 
-__all__ = ["TEMP_MARK", "temp_path", "temporaries_of", "remove_temporaries", "write_failed", "NO_SPACE",
-           "SIZE_LIMIT"]
+__all__ = ["TEMP_MARK", "temp_path", "temporaries_of", "remove_temporaries", "done_marker", "mark_done",
+           "create_atomically", "remove_parts", "write_failed", "NO_SPACE", "SIZE_LIMIT"]
 
 #: Marker in every temporary name (``.{name}.{tag}.eo-tmp{suffix}``).
 TEMP_MARK = ".eo-tmp"
@@ -81,6 +83,76 @@ def remove_temporaries(target: str | Path) -> list[Path]:
     """Delete the temporaries of ``target`` (see :func:`temporaries_of`); returns those removed."""
     removed = []
     for p in temporaries_of(target):
+        try:
+            p.unlink()
+            removed.append(p)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def done_marker(target: str | Path) -> Path:
+    """Marker ``.{name}.done.eo-tmp`` of an output whose parts are complete (its last task ran).
+
+    Writers' tasks may run twice on a cluster (the scheduler reruns the tasks of a lost
+    worker, even finished ones whose results it held). The last task of a writer
+    creates this marker once the final file is complete and before moving it into
+    place; the writer's tasks check it, so a rerun never recreates, rewrites or
+    replaces an output that is already done. Like every temporary it is removed at the
+    end of the run (and by the next run's clean-up).
+    """
+    return temp_path(target, "done", suffix="")
+
+
+def on_cluster_worker() -> bool:
+    """Whether this code runs in a task on a ``distributed`` worker (where tasks may be rerun)."""
+    import sys
+
+    if "distributed" not in sys.modules:
+        return False
+    from distributed import get_worker
+
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+def mark_done(target: str | Path) -> None:
+    """Create the :func:`done_marker` of ``target``, on cluster workers only.
+
+    dask's local schedulers never rerun a finished task (a failure ends the compute), so
+    there the marker is not needed and nothing is left in the folder; on a cluster the
+    marker stays until the job's clean-up (``eo-pipeline run`` and ``grid`` remove it).
+    """
+    if on_cluster_worker():
+        done_marker(target).touch()
+
+
+def create_atomically(path: str | Path, create: Any) -> None:
+    """Run ``create(tmp)`` to make a file under another temporary name, then move it to ``path``.
+
+    A task killed while creating leaves no half-made file under ``path``, so a rerun
+    that finds ``path`` can trust it.
+    """
+    path = Path(path)
+    part = path.with_name(path.name + ".new")
+    try:
+        create(part)
+        os.replace(part, path)
+    finally:
+        if part.exists():
+            part.unlink()
+
+
+def remove_parts(target: str | Path) -> list[Path]:
+    """Delete the temporaries of ``target`` except its :func:`done_marker`."""
+    keep = done_marker(target)
+    removed = []
+    for p in temporaries_of(target):
+        if p == keep:
+            continue
         try:
             p.unlink()
             removed.append(p)

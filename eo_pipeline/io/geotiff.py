@@ -42,7 +42,15 @@ from rasterio.windows import Window
 
 from ..errors import OutputError
 from ..grid import GridSpec, north_up
-from ._atomic import remove_temporaries, temp_path, write_failed
+from ._atomic import (
+    create_atomically,
+    done_marker,
+    mark_done,
+    remove_parts,
+    remove_temporaries,
+    temp_path,
+    write_failed,
+)
 from ._graph import blocks_then
 
 __all__ = ["write_cog", "overview_levels"]
@@ -253,11 +261,21 @@ def _vrt(files: Sequence[str], shapes: Sequence[tuple[int, int]], grid: GridSpec
 
 def _create_levels(target: str, files: Sequence[str], shapes: Sequence[tuple[int, int]], grid: GridSpec,
                    count: int) -> Sequence[str]:
-    """First task: the empty temporary GeoTIFF of every level (inside the graph, so a failed compute cleans it)."""
+    """First task: the empty temporary GeoTIFF of every level (inside the graph, so a failed compute cleans it).
+
+    Safe to rerun (a cluster reruns the tasks of a lost worker): a level that exists was
+    made by this run (the writer removed stale ones when it was built) and is kept with
+    the blocks already written into it; nothing is made once the output is done.
+    """
+    if done_marker(target).exists():
+        return files
     try:
         for f, shape in zip(files, shapes, strict=True):
+            if Path(f).exists():
+                continue
             scale = Affine.scale(grid.shape[1] / shape[1], grid.shape[0] / shape[0])
-            _create(Path(f), grid, shape, grid.transform @ scale, count)
+            create_atomically(f, lambda part, shape=shape, scale=scale: _create(
+                part, grid, shape, grid.transform @ scale, count))
     except Exception as exc:  # noqa: BLE001 - one clear message for any library failure
         raise write_failed(target, "GeoTIFF", exc) from exc
     return files
@@ -273,10 +291,20 @@ def _write_block(_created: Any, block: np.ndarray, writer: _BandWriter, row0: in
 
 def _finish(_stored: Any, files: Sequence[str], shapes: Sequence[tuple[int, int]], grid: GridSpec, path: str,
             names: Sequence[str], tags: Mapping[str, str], band_tags: Mapping[str, Mapping[str, str]]) -> str:
-    """Last task: tie the levels together in a VRT, copy it into a COG, move that into place."""
+    """Last task: tie the levels together in a VRT, copy it into a COG, move that into place.
+
+    The done marker is made once the COG copy is complete, before it moves into place;
+    a rerun that finds the marker only finishes the move.
+    """
     target = Path(path)
     vrt = temp_path(target, "vrt", suffix=".vrt")
     cog_tmp = temp_path(target, "cog", suffix=".tif")
+    marker = done_marker(target)
+    if marker.exists():
+        if cog_tmp.exists():
+            os.replace(cog_tmp, target)
+        remove_parts(target)
+        return path
     try:
         vrt.write_text(_vrt(files, shapes, grid, names, tags, band_tags))
         with rasterio.Env(GDAL_CACHEMAX=256):
@@ -285,10 +313,11 @@ def _finish(_stored: Any, files: Sequence[str], shapes: Sequence[tuple[int, int]
                 blocksize=BLOCK, overviews="FORCE_USE_EXISTING" if len(files) > 1 else "NONE", sparse_ok="TRUE",
                 bigtiff="IF_SAFER", num_threads=COPY_THREADS,
             )
+        mark_done(target)
         os.replace(cog_tmp, target)
     except Exception as exc:  # noqa: BLE001
         raise write_failed(target, "GeoTIFF", exc) from exc
-    remove_temporaries(target)
+    remove_parts(target)
     return path
 
 
@@ -368,6 +397,7 @@ def write_cog(
     pyramids = [_pyramid(b, levels) for b in bands]
     shapes = [arr.shape for arr in pyramids[0]]
     files = [str(temp_path(target, f"l{k}", suffix=".tif")) for k in range(levels + 1)]
+    remove_temporaries(target)  # of an earlier, killed writer: the tasks trust the parts they find
     created = dask.delayed(_create_levels, pure=True)(path, files, shapes, grid, len(names))
     locks = [lock if lock is not None else _default_lock(f) for f in files]
     jobs = []
@@ -386,7 +416,6 @@ def write_cog(
     if compute:
         try:
             return result.compute()
-        except BaseException:
+        finally:
             remove_temporaries(target)
-            raise
     return result

@@ -46,7 +46,15 @@ from xarray.conventions import encode_cf_variable, encode_dataset_coordinates
 from .._version import __version__
 from ..errors import OutputError
 from ..grid import GridSpec, north_up
-from ._atomic import remove_temporaries, temp_path, write_failed
+from ._atomic import (
+    create_atomically,
+    done_marker,
+    mark_done,
+    remove_parts,
+    remove_temporaries,
+    temp_path,
+    write_failed,
+)
 from ._graph import blocks_then
 from .geotiff import uniform_view
 
@@ -353,10 +361,16 @@ def _put_block(nc: Any, name: str, block: np.ndarray, region: tuple[slice, ...])
 
 def _create(target: str, tmp: str, dims: Mapping[str, int], specs: Sequence[_VarSpec], attrs: Mapping[str, Any],
             lock: Any) -> str:
-    """First task: the temporary file with every dimension, variable and attribute, and the small data."""
+    """First task: the temporary file with every dimension, variable and attribute, and the small data.
+
+    Safe to rerun (see :func:`eo_pipeline.io._atomic.done_marker`): a temporary file
+    that exists was made by this run and is kept; nothing is made once the output is done.
+    """
+    if done_marker(target).exists() or os.path.exists(tmp):
+        return tmp
     with _locked(lock):
         try:
-            _nc_call(tmp, "w", lambda nc: _fill(nc, dims, specs, attrs))
+            create_atomically(tmp, lambda part: _nc_call(str(part), "w", lambda nc: _fill(nc, dims, specs, attrs)))
         except Exception as exc:  # noqa: BLE001 - one clear message for any library failure
             raise write_failed(target, _WHAT, exc) from exc
     return tmp
@@ -380,7 +394,7 @@ def _write_block(_created: Any, block: np.ndarray, tmp: str, name: str, region: 
                  nan_fill: bool, lock: Any, target: str) -> None:
     """Task: one block of one variable into the temporary file, opened by path."""
     block = np.asarray(block)
-    if nan_fill and _is_fill_view(block):
+    if (nan_fill and _is_fill_view(block)) or done_marker(target).exists():
         return
     try:
         block = _cf_int(block, name, target)
@@ -400,12 +414,16 @@ def _write_block(_created: Any, block: np.ndarray, tmp: str, name: str, region: 
 
 
 def _finish(_written: Any, tmp: str, target: str) -> str:
-    """Last task: move the complete file into place."""
+    """Last task: move the complete file into place (the done marker first, so a rerun only finishes the move)."""
+    marker = done_marker(target)
     try:
-        os.replace(tmp, target)
+        if not marker.exists():
+            mark_done(target)
+        if os.path.exists(tmp):
+            os.replace(tmp, target)
     except Exception as exc:  # noqa: BLE001
         raise write_failed(target, _WHAT, exc) from exc
-    remove_temporaries(target)
+    remove_parts(target)
     return target
 
 
@@ -452,6 +470,7 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike[str], *, compute: bool 
     except OSError as exc:
         raise write_failed(target, _WHAT, exc) from exc
     tmp = str(temp_path(target, "part", suffix=".nc"))
+    remove_temporaries(target)  # of an earlier, killed writer: the tasks trust the parts they find
     lock = _default_lock(tmp)
     created = dask.delayed(_create, pure=True)(path, tmp, dims, specs, attrs, lock)
     nan_fill = {s.name: s.create["fill_value"] is not None and s.create["fill_value"] is not False for s in specs}
@@ -461,7 +480,6 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike[str], *, compute: bool 
     if compute:
         try:
             return result.compute()
-        except BaseException:
+        finally:
             remove_temporaries(target)
-            raise
     return result
