@@ -114,8 +114,8 @@ def _peak_run(cmd: list[str]) -> tuple[float, float, str]:
     return wall, peak_kb / 1024.0, proc.stderr
 
 
-def run_eo(paths: list[Path], work: Path, *, tag: str) -> dict[str, Any]:
-    """``eo-pipeline run`` of daily global_0p05 composites over ``paths``."""
+def run_eo(paths: list[Path], work: Path, *, tag: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``eo-pipeline run`` of daily global_0p05 composites over ``paths`` (``extra``: more config keys)."""
     import yaml
 
     out = work / f"out-{tag}"
@@ -123,7 +123,7 @@ def run_eo(paths: list[Path], work: Path, *, tag: str) -> dict[str, Any]:
     job.write_text(yaml.safe_dump({
         "name": f"bench-{tag}", "inputs": [str(p) for p in paths],
         "gridding": {"grid": "global_0p05", "method": "area", "composite": "day"},
-        "output": {"dir": str(out), "formats": ["geotiff"]},
+        "output": {"dir": str(out), "formats": ["geotiff"]}, **(extra or {}),
     }))
     exe = str(Path(sys.executable).parent / "eo-pipeline")
     wall, peak, _ = _peak_run([exe, "run", str(job), "-q"])

@@ -17,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_anomaly  # noqa: E402
+import bench_cluster  # noqa: E402
 import bench_forest  # noqa: E402
 import bench_gridding  # noqa: E402
 import bench_month  # noqa: E402
@@ -141,10 +142,24 @@ def _month_section(m: dict) -> list[str]:
     return lines + [""]
 
 
+def _cluster_section(c: dict) -> list[str]:
+    lines = ["## More workers: a LocalCluster of 1 and 2 single-threaded workers (issue 10)", ""]
+    if "skipped" in c:
+        return lines + [f"skipped: {c['skipped']}", ""]
+    s, p = c["seconds"], c["peak_mb"]
+    return lines + [
+        f"{c['orbits']} full-size orbits ({c['days']} days x 14), daily global_0p05 composites, `eo-pipeline run` "
+        f"with `cluster: {{type: local, workers: N, threads_per_worker: 1, memory_limit: 2GB}}`, whole process, "
+        f"median of {c['repeats']} alternating runs:", "",
+        "| workers | time | largest process (GNU time max RSS) |", "|---|---|---|",
+        f"| 1 | {_fmt(s[1])} | {p[1]:.0f} MB |", f"| 2 | {_fmt(s[2])} | {p[2]:.0f} MB |", "",
+        f"2 workers / 1 worker: **{c['speedup_2_vs_1']:.2f}x** faster (target >= {c['targets']['speedup_2_vs_1']}x).", ""]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--repeats", type=int, default=9)
-    p.add_argument("--only", choices=["userpath", "month", "read", "gridding", "anomaly", "forest"], default=None)
+    p.add_argument("--only", choices=["userpath", "month", "cluster", "read", "gridding", "anomaly", "forest"], default=None)
     args = p.parse_args(argv)
     report = {"machine": f"{platform.machine()} {platform.python_version()}", "when": time.strftime("%Y-%m-%d %H:%M")}
     lines: list[str] = []
@@ -154,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "month"):
         report["month"] = bench_month.run()
         lines += _month_section(report["month"])
+    if args.only in (None, "cluster"):
+        report["cluster"] = bench_cluster.run()
+        lines += _cluster_section(report["cluster"])
     if args.only in (None, "read"):
         report["read"] = bench_read.run(args.repeats)
         lines += _read_section(report["read"])
