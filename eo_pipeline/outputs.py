@@ -102,11 +102,6 @@ def compute_outputs(tasks: list[Any], scheduler: str | None = None) -> tuple[Any
 
 def remove_temporaries(out_dir: Path) -> list[Path]:
     """Delete the writers' temporary files (``.*.eo-tmp*``) in ``out_dir``: left by a killed or failed run."""
-    removed = []
-    for p in out_dir.glob(".*.eo-tmp*"):
-        try:
-            p.unlink()
-            removed.append(p)
-        except FileNotFoundError:
-            pass
-    return removed
+    from .io._atomic import TEMP_MARK, unlink_all
+
+    return unlink_all(out_dir.glob(f".*{TEMP_MARK}*"))

@@ -20,14 +20,15 @@ import errno
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import OutputError
 
 __all__ = ["TEMP_MARK", "temp_path", "temporaries_of", "remove_temporaries", "done_marker", "mark_done",
-           "create_atomically", "remove_parts", "write_failed", "NO_SPACE", "SIZE_LIMIT"]
+           "create_atomically", "remove_parts", "unlink_all", "compute_writer", "write_failed", "NO_SPACE",
+           "SIZE_LIMIT"]
 
 #: Marker in every temporary name (``.{name}.{tag}.eo-tmp{suffix}``).
 TEMP_MARK = ".eo-tmp"
@@ -79,16 +80,33 @@ def temporaries_of(target: str | Path) -> list[Path]:
     return sorted(p for p in candidates if p.name.startswith(prefix) and name.fullmatch(p.name))
 
 
-def remove_temporaries(target: str | Path) -> list[Path]:
-    """Delete the temporaries of ``target`` (see :func:`temporaries_of`); returns those removed."""
+def unlink_all(paths: Iterable[Path]) -> list[Path]:
+    """Delete the files ``paths``; returns those removed (one already gone is skipped: a task may race us)."""
     removed = []
-    for p in temporaries_of(target):
+    for p in paths:
         try:
             p.unlink()
             removed.append(p)
         except FileNotFoundError:
             pass
     return removed
+
+
+def remove_temporaries(target: str | Path) -> list[Path]:
+    """Delete the temporaries of ``target`` (see :func:`temporaries_of`); returns those removed."""
+    return unlink_all(temporaries_of(target))
+
+
+def compute_writer(task: Any, target: str | Path) -> Any:
+    """Compute a writer's Delayed now; its temporaries go afterwards, whether it failed or not.
+
+    After a success only done markers can be left (see :func:`done_marker`); after a
+    failure, the parts of the output.
+    """
+    try:
+        return task.compute()
+    finally:
+        remove_temporaries(target)
 
 
 def done_marker(target: str | Path) -> Path:
@@ -149,16 +167,7 @@ def create_atomically(path: str | Path, create: Any) -> None:
 def remove_parts(target: str | Path) -> list[Path]:
     """Delete the temporaries of ``target`` except its :func:`done_marker`."""
     keep = done_marker(target)
-    removed = []
-    for p in temporaries_of(target):
-        if p == keep:
-            continue
-        try:
-            p.unlink()
-            removed.append(p)
-        except FileNotFoundError:
-            pass
-    return removed
+    return unlink_all(p for p in temporaries_of(target) if p != keep)
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

@@ -43,6 +43,7 @@ from rasterio.windows import Window
 from ..errors import OutputError
 from ..grid import GridSpec, north_up
 from ._atomic import (
+    compute_writer,
     create_atomically,
     done_marker,
     mark_done,
@@ -413,9 +414,4 @@ def write_cog(
     band_tags = {n: {k: ds[n].attrs[k] for k in ("units", "long_name") if k in ds[n].attrs} for n in names}
     result = blocks_then(created, jobs, _finish, (files, shapes, grid, path, names, all_tags, band_tags),
                          token=(path, [a.name for a, _, _ in jobs], all_tags, band_tags))
-    if compute:
-        try:
-            return result.compute()
-        finally:
-            remove_temporaries(target)
-    return result
+    return compute_writer(result, target) if compute else result

@@ -47,6 +47,7 @@ from .._version import __version__
 from ..errors import OutputError
 from ..grid import GridSpec, north_up
 from ._atomic import (
+    compute_writer,
     create_atomically,
     done_marker,
     mark_done,
@@ -477,9 +478,4 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike[str], *, compute: bool 
     jobs = [(arr, _write_block, lambda index, region, n=name: (tmp, n, region, nan_fill[n], lock, path))
             for name, arr in lazy.items()]
     result = blocks_then(created, jobs, _finish, (tmp, path), token=(path, tmp, [a.name for a in lazy.values()]))
-    if compute:
-        try:
-            return result.compute()
-        finally:
-            remove_temporaries(target)
-    return result
+    return compute_writer(result, target) if compute else result

@@ -23,7 +23,7 @@ import xarray as xr
 
 from ..errors import OutputError
 from ..grid import GridSpec, north_up
-from ._atomic import remove_temporaries, temp_path, write_failed
+from ._atomic import compute_writer, temp_path, write_failed
 
 __all__ = ["quicklook"]
 
@@ -199,10 +199,4 @@ def quicklook(
     task = dask.delayed(_draw, pure=True)(
         data, extent, path, title, f"{variable} [{units}]", cmap, vmin, vmax, xlabel, ylabel,
         outlines, list(markers), symmetric)
-    if not compute:
-        return task
-    try:
-        return task.compute()
-    except BaseException:
-        remove_temporaries(path)
-        raise
+    return compute_writer(task, path) if compute else task
