@@ -20,6 +20,7 @@ import errno
 import os
 import re
 import shutil
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,8 @@ from typing import Any
 from ..errors import OutputError
 
 __all__ = ["TEMP_MARK", "temp_path", "temporaries_of", "remove_temporaries", "done_marker", "mark_done",
-           "create_atomically", "remove_parts", "unlink_all", "compute_writer", "write_failed", "NO_SPACE",
-           "SIZE_LIMIT"]
+           "create_atomically", "remove_parts", "unlink_all", "compute_writer", "cluster_lock", "write_failed",
+           "NO_SPACE", "SIZE_LIMIT"]
 
 #: Marker in every temporary name (``.{name}.{tag}.eo-tmp{suffix}``).
 TEMP_MARK = ".eo-tmp"
@@ -124,8 +125,6 @@ def done_marker(target: str | Path) -> Path:
 
 def on_cluster_worker() -> bool:
     """Whether this code runs in a task on a ``distributed`` worker (where tasks may be rerun)."""
-    import sys
-
     if "distributed" not in sys.modules:
         return False
     from distributed import get_worker
@@ -135,6 +134,23 @@ def on_cluster_worker() -> bool:
     except ValueError:
         return False
     return True
+
+
+def cluster_lock(path: str | Path) -> Any:
+    """A cluster-wide ``distributed.Lock`` for writes to ``path`` when a distributed client is active, else None.
+
+    None means the writer uses a lock of its own process (threads share a process; the
+    multiprocessing scheduler writes each file from one task at a time).
+    """
+    if "distributed" not in sys.modules:  # no client can be active: don't pay for importing it
+        return None
+    try:
+        from distributed import Lock, get_client
+
+        get_client()
+        return Lock(f"eo-pipeline-write-{path}")
+    except (ImportError, ValueError):
+        return None
 
 
 def mark_done(target: str | Path) -> None:

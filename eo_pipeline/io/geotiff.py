@@ -23,7 +23,6 @@ are created by the first task of the graph and all carry the names of
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -43,6 +42,7 @@ from rasterio.windows import Window
 from ..errors import OutputError
 from ..grid import GridSpec, north_up
 from ._atomic import (
+    cluster_lock,
     compute_writer,
     create_atomically,
     done_marker,
@@ -203,19 +203,6 @@ def _tile_edges(start: int, length: int) -> list[int]:
         nxt += BLOCK
     edges.append(length)
     return edges
-
-
-def _default_lock(path: str) -> Any:
-    """A cluster-wide lock per file when a distributed client is active, else None (process-local locks)."""
-    if "distributed" not in sys.modules:  # no client can be active: don't pay for importing it
-        return None
-    try:
-        from distributed import Lock, get_client
-
-        get_client()
-        return Lock(f"eo-pipeline-geotiff-{path}")
-    except (ImportError, ValueError):
-        return None
 
 
 def _create(path: Path, grid: GridSpec, shape: tuple[int, int], transform: Affine, count: int) -> None:
@@ -400,7 +387,7 @@ def write_cog(
     files = [str(temp_path(target, f"l{k}", suffix=".tif")) for k in range(levels + 1)]
     remove_temporaries(target)  # of an earlier, killed writer: the tasks trust the parts they find
     created = dask.delayed(_create_levels, pure=True)(path, files, shapes, grid, len(names))
-    locks = [lock if lock is not None else _default_lock(f) for f in files]
+    locks = [lock if lock is not None else cluster_lock(f) for f in files]
     jobs = []
     for b, pyr in enumerate(pyramids, start=1):
         for k, arr in enumerate(pyr):

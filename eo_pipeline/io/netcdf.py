@@ -47,6 +47,7 @@ from .._version import __version__
 from ..errors import OutputError
 from ..grid import GridSpec, north_up
 from ._atomic import (
+    cluster_lock,
     compute_writer,
     create_atomically,
     done_marker,
@@ -296,17 +297,6 @@ def _bounds_inherit(specs: Sequence[_VarSpec]) -> None:
 
 
 # --------------------------------------------------------------------------- tasks
-def _default_lock(path: str) -> Any:
-    """A cluster-wide lock per file when a distributed client is active, else None."""
-    if "distributed" not in sys.modules:  # no client can be active: don't pay for importing it
-        return None
-    try:
-        from distributed import Lock, get_client
-
-        get_client()
-        return Lock(f"eo-pipeline-netcdf-{path}")
-    except (ImportError, ValueError):
-        return None
 
 
 @contextlib.contextmanager
@@ -472,7 +462,7 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike[str], *, compute: bool 
         raise write_failed(target, _WHAT, exc) from exc
     tmp = str(temp_path(target, "part", suffix=".nc"))
     remove_temporaries(target)  # of an earlier, killed writer: the tasks trust the parts they find
-    lock = _default_lock(tmp)
+    lock = cluster_lock(tmp)
     created = dask.delayed(_create, pure=True)(path, tmp, dims, specs, attrs, lock)
     nan_fill = {s.name: s.create["fill_value"] is not None and s.create["fill_value"] is not False for s in specs}
     jobs = [(arr, _write_block, lambda index, region, n=name: (tmp, n, region, nan_fill[n], lock, path))
