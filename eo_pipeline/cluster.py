@@ -98,6 +98,14 @@ def choose_scheduler(scheduler: str | None, cluster: Any = None, *, workers: int
     """
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers {workers}: give a positive number of workers")
+    choice = _choose(scheduler, cluster, workers, base_dir)
+    if workers is not None and choice.kind in ("address", "scheduler_file"):
+        raise ConfigError(f"--workers {workers}: a running dask scheduler has the workers started for it; "
+                          "start more with 'dask worker', or leave out --workers")
+    return choice
+
+
+def _choose(scheduler: str | None, cluster: Any, workers: int | None, base_dir: Path | None) -> SchedulerChoice:
     if scheduler is not None:
         s = scheduler.strip()
         if s.lower() in LOCAL_SCHEDULERS:

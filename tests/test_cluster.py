@@ -237,6 +237,9 @@ def test_scheduler_names_addresses_and_files(tmp_path):
         choose_scheduler("gpu")
     with pytest.raises(ConfigError, match="positive"):
         choose_scheduler("threads", workers=0)
+    for running in ("tcp://10.0.0.5:8786", str(f)):  # --workers cannot size a scheduler someone else started
+        with pytest.raises(ConfigError, match="running dask scheduler"):
+            choose_scheduler(running, workers=2)
 
 
 def _cfg_with_cluster(tmp_path: Path, cluster: dict) -> Path:
