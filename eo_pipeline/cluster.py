@@ -207,6 +207,7 @@ def use_scheduler(choice: SchedulerChoice) -> Iterator[str]:
         settings: dict[str, Any] = {"scheduler": choice.kind}
         if choice.workers:
             settings["num_workers"] = choice.workers
+        log.info("computing with dask's %s scheduler", choice.describe())
         with dask.config.set(settings):
             yield choice.kind
         return

@@ -331,7 +331,6 @@ def run(cfg: JobConfig, *, scheduler: str | None = None, workers: int | None = N
     choice = choose_scheduler(scheduler, cfg.cluster, workers=workers, base_dir=cfg.base_dir)
     try:
         with use_scheduler(choice) as name:
-            log.info("scheduler: %s", choice.describe())
             return _run(cfg, name, reporter or Reporter())
     finally:
         close_files()  # the per-process HDF5 handle cache: no file stays open after a job
