@@ -304,3 +304,9 @@ def test_slurm_job_script_asks_for_the_configured_resources(tmp_path):
     lines = script.splitlines()
     for directive in ("#PBS -q short", "#PBS -l select=1:ncpus=4:mem=15GB", "#PBS -l walltime=01:00:00"):
         assert directive in lines, (directive, script)
+
+
+def test_slurm_without_dask_jobqueue_is_one_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dask_jobqueue", None)  # as if the [cluster] extra were not installed
+    with pytest.raises(ConfigError, match=r"needs dask-jobqueue; install it with pip install 'eo_pipeline\[cluster\]'"):
+        jobqueue_cluster("slurm", {"cores": 1})
