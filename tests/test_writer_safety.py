@@ -297,3 +297,43 @@ def _same_file_content(a: Path, b: Path, kind: str) -> None:
     else:
         with xr.open_dataset(a) as xa, xr.open_dataset(b) as xb:
             xr.testing.assert_identical(xa.drop_attrs(deep=False), xb.drop_attrs(deep=False))
+
+
+# ------------------------------------------------------------------------------ several processes, one file
+
+
+@pytest.mark.parametrize("kind", ["geotiff", "netcdf"])
+def test_block_writes_from_several_processes_lose_nothing(tmp_path, kind):
+    """dask's multiprocessing scheduler writes the blocks of one output from several processes at once.
+
+    Two processes writing into one TIFF (or HDF5) file at the same time lose blocks without
+    any error (seen as NaN holes in a run's maps): the writers hold a lock file too.
+    """
+    ds = small_map(chunks=16)  # 7 x 10 blocks, all in the same 512-tile
+    write = write_cog if kind == "geotiff" else write_netcdf
+    suffix = ".tif" if kind == "geotiff" else ".nc"
+    reference = tmp_path / f"reference{suffix}"
+    write(ds, reference)
+    for k in range(3):
+        target = tmp_path / f"m{k}{suffix}"
+        dask.compute(write(ds, target, compute=False), scheduler="processes", num_workers=2)
+        _same_file_content(reference, target, kind)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # the lock files went too
+
+
+def test_write_lock_excludes_other_processes(tmp_path):
+    code = textwrap.dedent(f"""
+        import sys, time
+        from eo_pipeline.io._atomic import write_lock
+        for _ in range(20):
+            with write_lock({str(tmp_path / 'x.tif')!r}):
+                t0 = time.monotonic_ns()
+                time.sleep(0.005)
+                print(t0, time.monotonic_ns(), flush=True)
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+             for _ in range(2)]
+    spans = sorted(tuple(map(int, line.split())) for p in procs for line in p.communicate(timeout=120)[0].split("\n")
+                   if line)
+    assert len(spans) == 40
+    assert all(a[1] <= b[0] for a, b in zip(spans[:-1], spans[1:], strict=True))  # never two at once

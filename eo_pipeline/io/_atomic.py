@@ -16,11 +16,13 @@ removes the output's temporaries.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import shutil
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from typing import Any
 from ..errors import OutputError
 
 __all__ = ["TEMP_MARK", "temp_path", "temporaries_of", "remove_temporaries", "done_marker", "mark_done",
-           "create_atomically", "remove_parts", "unlink_all", "compute_writer", "cluster_lock", "write_failed",
+           "create_atomically", "remove_parts", "unlink_all", "compute_writer", "cluster_lock", "write_lock", "write_failed",
            "NO_SPACE", "SIZE_LIMIT"]
 
 #: Marker in every temporary name (``.{name}.{tag}.eo-tmp{suffix}``).
@@ -151,6 +153,40 @@ def cluster_lock(path: str | Path) -> Any:
         return Lock(f"eo-pipeline-write-{path}")
     except (ImportError, ValueError):
         return None
+
+
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _thread_lock(key: str) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(key, threading.Lock())
+
+
+@contextlib.contextmanager
+def write_lock(target: str | Path, lock: Any = None) -> Iterator[None]:
+    """Hold the lock that serialises writes into the temporaries of ``target``.
+
+    ``lock`` (a ``distributed.Lock`` from :func:`cluster_lock`) is used when given.
+    Otherwise the writes of this process's threads are serialised by a lock per
+    output, and those of other processes on this machine (dask's multiprocessing
+    scheduler runs the block writes of one file in several processes at once) by an
+    operating-system lock on the hidden file ``.{name}.lock.eo-tmp`` next to the
+    output (``filelock``: ``flock`` on POSIX, ``LockFileEx`` on Windows). Writing a
+    TIFF or HDF5 file from two processes at once loses blocks without an error, so
+    both locks are always taken. The lock file goes with the output's other
+    temporaries when the output is finished (:func:`remove_parts`).
+    """
+    if lock is not None:
+        with lock:
+            yield
+        return
+    from filelock import FileLock
+
+    key = str(Path(target))
+    with _thread_lock(key), FileLock(str(temp_path(key, "lock", suffix=""))):
+        yield
 
 
 def mark_done(target: str | Path) -> None:

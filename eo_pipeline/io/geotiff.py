@@ -23,7 +23,6 @@ are created by the first task of the graph and all carry the names of
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ from ._atomic import (
     remove_temporaries,
     temp_path,
     write_failed,
+    write_lock,
 )
 from ._graph import blocks_then
 
@@ -59,16 +59,6 @@ __all__ = ["write_cog", "overview_levels"]
 BLOCK = 512
 #: Threads GDAL's COG driver uses to compress tiles (the copy is the last step of a map).
 COPY_THREADS = str(max(1, min(4, os.cpu_count() or 1)))
-_LOCKS: dict[str, threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
-
-
-def _local_lock(path: str) -> threading.Lock:
-    """One lock per file in this process (writes to different files proceed in parallel)."""
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault(path, threading.Lock())
-
-
 def overview_levels(shape: tuple[int, int], block: int = BLOCK) -> int:
     """Number of 2x overview levels until the image fits in one block (the COG rule)."""
     rows, cols = shape
@@ -177,8 +167,7 @@ class _BandWriter:
                     writes.append((Window(c0 + c, r0 + a, d - c, b - a), tile))
         if not writes:
             return
-        lock = self.lock if self.lock is not None else _local_lock(self.path)
-        with lock:
+        with write_lock(self.target, self.lock):
             if not os.path.exists(self.path):
                 return  # the output already failed (see the class docstring)
             try:
@@ -351,8 +340,10 @@ def write_cog(
         Write now (default); False returns a :class:`dask.delayed.Delayed` so that
         several outputs can be computed together with one ``dask.compute``.
     lock : optional
-        Lock serialising writes to the temporary files; default one process-local lock
-        per file, or a ``distributed.Lock`` per file when a distributed client is active.
+        Lock serialising writes to the temporary files; default a ``distributed.Lock``
+        per file when a distributed client is active, else a lock per output shared by
+        this process's threads and, through a lock file, by other processes
+        (:func:`eo_pipeline.io._atomic.write_lock`).
 
     Returns
     -------
