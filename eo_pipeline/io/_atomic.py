@@ -30,8 +30,8 @@ from typing import Any
 from ..errors import OutputError
 
 __all__ = ["TEMP_MARK", "temp_path", "temporaries_of", "remove_temporaries", "done_marker", "mark_done",
-           "create_atomically", "remove_parts", "unlink_all", "compute_writer", "cluster_lock", "write_lock", "write_failed",
-           "NO_SPACE", "SIZE_LIMIT"]
+           "create_atomically", "remove_parts", "unlink_all", "compute_writer", "cluster_lock", "write_lock",
+           "write_failed", "NO_SPACE", "SIZE_LIMIT"]
 
 #: Marker in every temporary name (``.{name}.{tag}.eo-tmp{suffix}``).
 TEMP_MARK = ".eo-tmp"
@@ -165,7 +165,7 @@ def _thread_lock(key: str) -> threading.Lock:
 
 
 @contextlib.contextmanager
-def write_lock(target: str | Path, lock: Any = None) -> Iterator[None]:
+def write_lock(target: str | Path, lock: Any = None, part: str | Path | None = None) -> Iterator[None]:
     """Hold the lock that serialises writes into the temporaries of ``target``.
 
     ``lock`` (a ``distributed.Lock`` from :func:`cluster_lock`) is used when given.
@@ -176,7 +176,9 @@ def write_lock(target: str | Path, lock: Any = None) -> Iterator[None]:
     output (``filelock``: ``flock`` on POSIX, ``LockFileEx`` on Windows). Writing a
     TIFF or HDF5 file from two processes at once loses blocks without an error, so
     both locks are always taken. The lock file goes with the output's other
-    temporaries when the output is finished (:func:`remove_parts`).
+    temporaries when the output is finished (:func:`remove_parts`); when the output
+    failed (its temporary ``part`` is gone), each writer that finds it so removes the
+    lock file before letting go of it, so none is left behind.
     """
     if lock is not None:
         with lock:
@@ -185,8 +187,13 @@ def write_lock(target: str | Path, lock: Any = None) -> Iterator[None]:
     from filelock import FileLock
 
     key = str(Path(target))
-    with _thread_lock(key), FileLock(str(temp_path(key, "lock", suffix=""))):
-        yield
+    lock_file = temp_path(key, "lock", suffix="")
+    with _thread_lock(key), FileLock(str(lock_file)):
+        try:
+            yield
+        finally:
+            if part is not None and not os.path.exists(part):
+                unlink_all([lock_file])
 
 
 def mark_done(target: str | Path) -> None:

@@ -167,7 +167,7 @@ class _BandWriter:
                     writes.append((Window(c0 + c, r0 + a, d - c, b - a), tile))
         if not writes:
             return
-        with write_lock(self.target, self.lock):
+        with write_lock(self.target, self.lock, part=self.path):
             if not os.path.exists(self.path):
                 return  # the output already failed (see the class docstring)
             try:

@@ -301,9 +301,9 @@ def _bounds_inherit(specs: Sequence[_VarSpec]) -> None:
 
 
 @contextlib.contextmanager
-def _locked(lock: Any, target: str) -> Iterator[None]:
+def _locked(lock: Any, target: str, part: str) -> Iterator[None]:
     """The output's lock (across processes and cluster workers), then the process's netCDF/HDF5 lock."""
-    with write_lock(target, lock), HDF5_LOCK:
+    with write_lock(target, lock, part=part), HDF5_LOCK:
         yield
 
 
@@ -357,7 +357,7 @@ def _create(target: str, tmp: str, dims: Mapping[str, int], specs: Sequence[_Var
     """
     if done_marker(target).exists() or os.path.exists(tmp):
         return tmp
-    with _locked(lock, target):
+    with _locked(lock, target, tmp):
         try:
             create_atomically(tmp, lambda part: _nc_call(str(part), "w", lambda nc: _fill(nc, dims, specs, attrs)))
         except Exception as exc:  # noqa: BLE001 - one clear message for any library failure
@@ -391,7 +391,7 @@ def _write_block(_created: Any, block: np.ndarray, tmp: str, name: str, region: 
         raise write_failed(target, _WHAT, exc) from exc
     # A failure is cleaned up inside the lock; a write that finds the file gone returns quietly: the task
     # that removed it reports the failure, and the final rename cannot complete the output without it.
-    with _locked(lock, target):
+    with _locked(lock, target, tmp):
         if not os.path.exists(tmp):
             return
         try:
