@@ -78,6 +78,7 @@ def _print_summary(result: Any, out_dir: Any) -> None:
     skipped = f", {len(result.skipped)} skipped (see job_summary.json)" if result.skipped else ""
     used = sum(result.soundings.values())
     dropped = sum(result.dropped.values())
+    up = f"; {len(result.up_to_date)} up to date, left as they were" if result.up_to_date else ""
     lines = [
         f"eo-pipeline: done in {result.seconds:.1f} s, peak memory {peak_memory_mb() / 1024:.2f} GB",
         f"  inputs:    {len(result.inputs)} files read{skipped}",
@@ -85,7 +86,7 @@ def _print_summary(result: Any, out_dir: Any) -> None:
         + (" (" + ", ".join(f"{k} {v:,}" for k, v in sorted(result.soundings.items())) + ")" if result.soundings else "")
         + (f"; {dropped:,} footprints dropped" if dropped else ""),
         f"  outputs:   {len(result.outputs)} in {out_dir} ("
-        + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + ")",
+        + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + ")" + up,
     ]
     print("\n".join(lines), file=sys.stderr)
 
@@ -99,7 +100,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"dir": Path(args.output).resolve()})})
-    result = run(cfg, scheduler=args.scheduler, workers=args.workers, reporter=_CLIReporter(args.session))
+    result = run(cfg, scheduler=args.scheduler, workers=args.workers, reporter=_CLIReporter(args.session),
+                 overwrite=args.overwrite, dry_run=args.dry_run)
+    if args.dry_run:
+        up = set(result.up_to_date)
+        for f in result.inputs:
+            print(f"input  {f}")
+        for out in result.outputs:
+            print(f"{'skip ' if out in up else 'write'}  {out}")
+        if not args.quiet:
+            print(f"eo-pipeline: dry run: {len(result.inputs)} inputs found; {len(result.written)} outputs would be "
+                  f"written, {len(result.up_to_date)} are up to date and would be skipped", file=sys.stderr)
+        return 0
     for out in result.outputs:
         print(out)
     if not args.quiet:
@@ -274,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads or processes of a local scheduler, workers of cluster: {type: local}, "
                    "or jobs of a SLURM/PBS cluster")
     s.add_argument("--output", default=None, metavar="DIR", help="output folder (instead of the config's output.dir)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="recompute every output, even up-to-date ones (needed after the configuration changed)")
+    s.add_argument("--dry-run", action="store_true",
+                   help="list the inputs found and the outputs that would be written or skipped; compute nothing")
     s.set_defaults(func=_cmd_run)
 
     s = sub.add_parser("grid", parents=[common], help="grid Level-2 files onto a map grid -> COG (.tif) or CF-NetCDF (.nc)")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import dask.threaded
 import numpy as np
 import xarray as xr
 
-__all__ = ["write_level3", "compute_outputs", "remove_temporaries", "step_label"]
+__all__ = ["Unit", "level3_units", "write_level3", "compute_outputs", "remove_temporaries", "step_label"]
 
 
 def step_label(t: Any, period: str) -> str:
@@ -27,10 +29,37 @@ def step_label(t: Any, period: str) -> str:
     return text.replace("-", "") if period == "day" else text[:7].replace("-", "")
 
 
-def write_level3(l3: xr.Dataset, out_dir: Path, stem: str, formats: Any) -> tuple[list[Any], list[str]]:
-    """Delayed writers of a Level-3 dataset: COG (one per time step), CF-NetCDF, quicklook PNG."""
-    tasks: list[Any] = []
-    outputs: list[str] = []
+@dataclass
+class Unit:
+    """One writer of a job: how to build its lazy task, the files it writes, and what their data come from.
+
+    ``make()`` builds the writer's ``Delayed`` (only for the outputs a run writes: a
+    resumed run never builds the writers of up-to-date outputs, and a dry run none).
+
+    ``step`` is the time-step label whose data the files hold (``20230715``), or None
+    when they hold every step (a single map, a NetCDF stack, the tables); ``extra``
+    lists the other files they read (a regions file). The manifest of a resumable run
+    (:mod:`eo_pipeline.manifest`) records and checks the inputs of each unit.
+    """
+
+    make: Callable[[], Any]
+    outputs: list[str]
+    step: str | None = None
+    extra: tuple[Path, ...] = field(default_factory=tuple)
+    #: what the files are, for the STAC catalogue: map, anomaly, overview, anomaly_overview, netcdf, hotspots, regions
+    kind: str = "map"
+    #: the catalogue item (one per species and time step) the files belong to; None: every item of the species
+    item: str | None = None
+
+
+def level3_units(l3: xr.Dataset, out_dir: Path, stem: str, formats: Any,
+                 step_attrs: Mapping[str, Mapping[str, Any]] | None = None) -> list[Unit]:
+    """Writers of a Level-3 dataset: COG and quicklook PNG per time step, one CF-NetCDF of all steps.
+
+    ``step_attrs`` (per time-step label) replace the dataset's attributes in that step's
+    files: the provenance of the inputs that reach the step (its files and time coverage).
+    """
+    units: list[Unit] = []
     variable = f"{l3.attrs['variable']}_mean"
     steps = [(None, l3)] if "time" not in l3.dims else [
         (step_label(t, l3.attrs.get("composite_period", "day")), l3.isel(time=k)) for k, t in enumerate(l3.time.values)]
@@ -38,26 +67,33 @@ def write_level3(l3: xr.Dataset, out_dir: Path, stem: str, formats: Any) -> tupl
         name = stem if label is None else f"{stem}_{label}"
         if "time" in step.coords:
             step = step.drop_vars([v for v in ("time", "time_bounds") if v in step.variables])
+        if step_attrs and label in step_attrs:
+            step = step.assign_attrs(step_attrs[label])
         if "geotiff" in formats:
             from .io.geotiff import write_cog
 
             path = out_dir / f"{name}.tif"
-            tasks.append(write_cog(step, path, variables=[v for v in step.data_vars if step[v].dims == ("y", "x")],
-                                   compute=False))
-            outputs.append(str(path))
+            maps = [v for v in step.data_vars if step[v].dims == ("y", "x")]
+            units.append(Unit(lambda s=step, p=path, m=maps: write_cog(s, p, variables=m, compute=False),
+                              [str(path)], label, kind="map", item=name))
         if "quicklook" in formats:
             from .io.quicklook import quicklook
 
             path = out_dir / f"{name}_mean.png"
-            tasks.append(quicklook(step, variable, path, compute=False))
-            outputs.append(str(path))
+            units.append(Unit(lambda s=step, p=path: quicklook(s, variable, p, compute=False), [str(path)], label,
+                              kind="overview", item=name))
     if "netcdf" in formats:
         from .io.netcdf import write_netcdf
 
         path = out_dir / f"{stem}.nc"
-        tasks.append(write_netcdf(l3, path, compute=False))
-        outputs.append(str(path))
-    return tasks, outputs
+        units.append(Unit(lambda p=path: write_netcdf(l3, p, compute=False), [str(path)], kind="netcdf"))
+    return units
+
+
+def write_level3(l3: xr.Dataset, out_dir: Path, stem: str, formats: Any) -> tuple[list[Any], list[str]]:
+    """Delayed writers of a Level-3 dataset and the files they write (see :func:`level3_units`)."""
+    units = level3_units(l3, out_dir, stem, formats)
+    return [u.make() for u in units], [o for u in units for o in u.outputs]
 
 
 def compute_outputs(tasks: list[Any], scheduler: str | None = None) -> tuple[Any, ...]:

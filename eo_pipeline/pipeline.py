@@ -25,15 +25,17 @@ import xarray as xr
 from ._version import __version__
 from .anomaly import regional_anomaly
 from .binning import STATISTICS
-from .composites import composite
+from .composites import composite, layers_of, period_edges
 from .config import JobConfig, config_hash
 from .errors import ConfigError, EOPipelineError, OutputError, warn
 from .grid import GridSpec
-from .gridding import grid_soundings
+from .gridding import grid_soundings, provenance
 from .hotspots import find_hotspots, write_hotspots
 from .io.geotiff import write_cog
 from .io.quicklook import quicklook
-from .outputs import compute_outputs, remove_temporaries, step_label, write_level3
+from .io.stac import COLLECTION, write_catalog
+from .manifest import SOFTWARE, Manifest, record_outputs, stamps
+from .outputs import Unit, compute_outputs, level3_units, remove_temporaries, step_label, write_level3
 from .readers import (
     close_files,
     detect_reader,
@@ -46,7 +48,8 @@ from .readers._netcdf import NCFile
 from .regions import load_regions, region_fractions, region_table, write_table
 from .schema import species_of
 
-__all__ = ["run", "JobResult", "SkippedInput", "expand_inputs", "open_inputs", "compute_outputs", "remove_temporaries"]
+__all__ = ["run", "JobResult", "write_level3", "SkippedInput", "expand_inputs", "open_inputs", "compute_outputs",
+           "remove_temporaries"]
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +65,15 @@ class JobResult:
     skipped: list[SkippedInput] = field(default_factory=list)
     soundings: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
+    written: list[str] = field(default_factory=list)
+    up_to_date: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for the job summary JSON)."""
         return {"outputs": self.outputs, "inputs": self.inputs, "seconds": round(self.seconds, 3),
                 "config_hash": self.config_hash, "software": f"eo_pipeline {__version__}",
-                "soundings_used": self.soundings, "footprints_dropped": self.dropped}
+                "soundings_used": self.soundings, "footprints_dropped": self.dropped,
+                "written": self.written, "up_to_date": self.up_to_date}
 
 
 class Reporter:
@@ -201,52 +207,74 @@ def _outline_task(hotspots: Any, regions: Any, crs_wkt: str) -> list[tuple[np.nd
 
 
 def analysis_stages(cfg: JobConfig, l3: xr.Dataset, name: str, stem: str, out_dir: Path,
-                    regions: Any) -> tuple[list[Any], list[str]]:
-    """Delayed outputs of the anomaly, hotspot and region-table stages for one species."""
-    tasks: list[Any] = []
-    outputs: list[str] = []
+                    regions: Any, step_attrs: dict[str, dict[str, Any]] | None = None) -> list[Unit]:
+    """Writers of the anomaly, hotspot and region-table stages for one species.
+
+    A time step's anomaly map and quicklook depend on that step only (its own hotspot
+    outlines), except with the ``climatology`` background, which uses every step;
+    ``step_attrs`` are the per-step provenance attributes (see :func:`level3_units`).
+    """
+    units: list[Unit] = []
     data = l3
     hotspots = None
+    regions_file = (cfg.resolve(cfg.regions.file),) if cfg.regions is not None else ()
     if cfg.anomaly is not None:
-        data = regional_anomaly(l3, **cfg.anomaly.for_species(name))
+        params = cfg.anomaly.for_species(name)
+        per_step = params.get("method", "daily_median") != "climatology"
+        data = regional_anomaly(l3, **params)
         keep = [v for v in (f"{name}_background", f"{name}_anomaly", f"{name}_zscore", f"{name}_count") if v in data]
         anom = data[keep]
+        steps = [(None, anom)] if "time" not in anom.dims else [
+            (step_label(t, l3.attrs.get("composite_period", "day")), anom.isel(time=k))
+            for k, t in enumerate(anom.time.values)]
+        parts: list[Any] = []
         if cfg.hotspots is not None:
             small = data[[v for v in (f"{name}_anomaly", f"{name}_zscore", f"{name}_count") if v in data]]
-            params = cfg.hotspots.model_dump()
+            hs_params = cfg.hotspots.model_dump()
             if "time" in small.dims:  # one task per time step keeps memory bounded over long stacks
-                parts = [dask.delayed(_hotspots_task, pure=False)(small.isel(time=[k]), params)
+                parts = [dask.delayed(_hotspots_task, pure=False)(small.isel(time=[k]), hs_params)
                          for k in range(small.sizes["time"])]
                 hotspots = dask.delayed(_concat_hotspots, pure=False)(*parts)
             else:
-                hotspots = dask.delayed(_hotspots_task, pure=False)(small, params)
-            tasks.append(dask.delayed(_write_hotspots_task, pure=False)(hotspots, out_dir / f"{name}_hotspots"))
-            outputs += [str(out_dir / f"{name}_hotspots.geojson"), str(out_dir / f"{name}_hotspots.csv")]
+                hotspots = dask.delayed(_hotspots_task, pure=False)(small, hs_params)
+                parts = [hotspots]
+            stem_hs = out_dir / f"{name}_hotspots"
+            units.append(Unit(lambda h=hotspots: dask.delayed(_write_hotspots_task, pure=False)(h, stem_hs),
+                              [str(stem_hs.with_suffix(".geojson")), str(stem_hs.with_suffix(".csv"))],
+                              kind="hotspots"))
         crs_wkt = GridSpec.from_dataset(l3).crs.to_wkt()
-        outlines = dask.delayed(_outline_task, pure=False)(hotspots, regions, crs_wkt)
-        steps = [(None, anom)] if "time" not in anom.dims else [
-            (step_label(t, l3.attrs.get("composite_period", "day")), anom.isel(time=k)) for k, t in enumerate(anom.time.values)]
-        for label, step in steps:
+        for k, (label, step) in enumerate(steps):
             sname = f"{stem}_anomaly" if label is None else f"{stem}_anomaly_{label}"
+            item = stem if label is None else f"{stem}_{label}"
+            scope = label if per_step else None
             if "time" in step.coords:
                 step = step.drop_vars("time")
+            if per_step and step_attrs and label in step_attrs:
+                step = step.assign_attrs(step_attrs[label])
             if "geotiff" in cfg.output.formats:
-                tasks.append(write_cog(step, out_dir / f"{sname}.tif",
-                                       variables=[v for v in step.data_vars if step[v].dims == ("y", "x")], compute=False))
-                outputs.append(str(out_dir / f"{sname}.tif"))
+                path = out_dir / f"{sname}.tif"
+                maps = [v for v in step.data_vars if step[v].dims == ("y", "x")]
+                units.append(Unit(lambda s=step, p=path, m=maps: write_cog(s, p, variables=m, compute=False),
+                                  [str(path)], scope, kind="anomaly", item=item))
             if "quicklook" in cfg.output.formats:
-                tasks.append(quicklook(step, f"{name}_anomaly", out_dir / f"{sname}.png", cmap="RdBu_r", symmetric=True,
-                                       outlines=outlines, compute=False))
-                outputs.append(str(out_dir / f"{sname}.png"))
+                # the outlines of this step's hotspots (and the regions) on this step's map
+                outlines = dask.delayed(_outline_task, pure=False)(parts[k] if parts else None, regions, crs_wkt)
+                path = out_dir / f"{sname}.png"
+                units.append(Unit(lambda s=step, p=path, o=outlines: quicklook(
+                    s, f"{name}_anomaly", p, cmap="RdBu_r", symmetric=True, outlines=o, compute=False),
+                    [str(path)], scope, regions_file, kind="anomaly_overview", item=item))
     if regions is not None:
         cols = [v for v in (f"{name}_mean", f"{name}_count", f"{name}_weight", f"{name}_anomaly") if v in data]
-        # the cells' covered fractions depend on the polygons and the grid only: computed once, here, in the
-        # main thread (in worker threads the overlay's last bits were seen to vary from run to run)
-        cells = region_fractions(regions, GridSpec.from_dataset(l3))
-        tasks.append(dask.delayed(_table_task, pure=False)(data[cols], regions, hotspots, out_dir / f"{name}_regions.csv",
-                                                           cells))
-        outputs.append(str(out_dir / f"{name}_regions.csv"))
-    return tasks, outputs
+        path = out_dir / f"{name}_regions.csv"
+
+        def table() -> Any:
+            # the cells' covered fractions depend on the polygons and the grid only: computed once, here, in the
+            # main thread (in worker threads the overlay's last bits were seen to vary from run to run)
+            cells = region_fractions(regions, GridSpec.from_dataset(l3))
+            return dask.delayed(_table_task, pure=False)(data[cols], regions, hotspots, path, cells)
+
+        units.append(Unit(table, [str(path)], None, regions_file, kind="regions"))
+    return units
 
 
 def forest_outputs(cfg: JobConfig, out_dir: Path) -> list[str]:
@@ -301,12 +329,16 @@ def _write_summary(out_dir: Path, result: JobResult, extra: dict[str, Any]) -> s
 
 
 def run(cfg: JobConfig, *, scheduler: str | None = None, workers: int | None = None,
-        reporter: Reporter | None = None) -> JobResult:
+        reporter: Reporter | None = None, overwrite: bool = False, dry_run: bool = False) -> JobResult:
     """Run a job: read, grid each species, write the outputs; compute once.
 
     Every output is written under a temporary name and renamed into place when complete,
     so an interrupted or failed run never leaves a partial file under a final name; the
     temporaries of a failed run are removed, those of a killed run at the next run.
+
+    Runs are resumable: the output folder's ``manifest.json`` (:mod:`eo_pipeline.manifest`)
+    records every output with the configuration hash and the inputs its data came from,
+    and a rerun writes only the outputs that are missing or whose inputs changed.
 
     Parameters
     ----------
@@ -320,31 +352,89 @@ def run(cfg: JobConfig, *, scheduler: str | None = None, workers: int | None = N
     workers : int, optional
         Threads or processes of a local scheduler, worker processes of a local cluster,
         or batch jobs of a SLURM/PBS cluster.
+    overwrite : bool
+        Recompute and rewrite every output, even up-to-date ones, and delete the outputs
+        the manifest lists that this configuration no longer makes (needed when the
+        configuration changed).
+    dry_run : bool
+        Plan only: find the inputs and the outputs that would be written or skipped
+        (``JobResult.written`` / ``up_to_date``); nothing is computed or written.
 
     Raises
     ------
+    ConfigError
+        The folder holds outputs of another configuration (and not ``overwrite``).
     ClusterError
         The cluster cannot be reached.
     """
+    if dry_run:
+        try:
+            return _run(cfg, None, reporter or Reporter(), overwrite=overwrite, dry_run=True)
+        finally:
+            close_files()
     from .cluster import choose_scheduler, use_scheduler
 
     choice = choose_scheduler(scheduler, cfg.cluster, workers=workers, base_dir=cfg.base_dir)
     try:
         with use_scheduler(choice) as name:
-            return _run(cfg, name, reporter or Reporter())
+            return _run(cfg, name, reporter or Reporter(), overwrite=overwrite)
     finally:
         close_files()  # the per-process HDF5 handle cache: no file stays open after a job
 
 
-def _run(cfg: JobConfig, scheduler: str | None, reporter: Reporter) -> JobResult:
+def _forest_inputs(cfg: JobConfig) -> list[Path]:
+    f = cfg.forest
+    if f is None:
+        return []
+    files = [Path(p) for v in (f.treecover, f.lossyear, f.emissions, f.gain, f.biomass) if v is not None
+             for p in cfg.forest_paths(v)]
+    files += [cfg.resolve(p) for p in (f.regions, f.removal_factors) if p]
+    return files
+
+
+def _steps_of(products: list[xr.Dataset], l3: xr.Dataset) -> dict[str | None, list[xr.Dataset]]:
+    """The products whose soundings can enter each time step (key None: every step)."""
+    out: dict[str | None, list[xr.Dataset]] = {None: list(products)}
+    if "time" not in l3.dims:
+        return out
+    period = l3.attrs.get("composite_period", "day")
+    labels = [step_label(t, period) for t in l3.time.values]
+    edges = period_edges(products, period)
+    for label in labels:
+        out[label] = []
+    for ds in products:
+        layers = layers_of(ds, edges)
+        for k in range(len(labels)) if layers is None else layers:
+            out[labels[k]].append(ds)
+    return out
+
+
+def _run(cfg: JobConfig, scheduler: str | None, reporter: Reporter, *, overwrite: bool = False,
+         dry_run: bool = False) -> JobResult:
     t0 = time.perf_counter()
     out_dir = cfg.resolve(cfg.output.dir)
     files = expand_inputs(cfg)
+    chash = config_hash(cfg)
+    forest_files = _forest_inputs(cfg)
+    regions_files = [cfg.resolve(cfg.regions.file)] if cfg.regions else []
+    all_stamps = stamps([*files, *forest_files, *regions_files])
+    manifest = Manifest.load(out_dir)
+    manifest.check_config(chash, overwrite)
+    if not overwrite and manifest.all_up_to_date(chash, all_stamps):
+        # nothing changed since the last complete run: no input is opened
+        up = sorted(str(out_dir / f) for f in manifest.outputs)
+        result = JobResult(outputs=list(up), inputs=[str(f) for f in files], seconds=time.perf_counter() - t0,
+                           config_hash=chash, up_to_date=up)
+        result.soundings, result.dropped = _totals(manifest, {k: list(v) for k, v in _recorded_steps(manifest).items()})
+        if not dry_run:
+            result.outputs.append(str(out_dir / COLLECTION))
+            result.outputs.append(_write_summary(out_dir, result, {"on_error": cfg.on_error, "skipped": []}))
+        log.info("all %d outputs in %s are up to date", len(up), out_dir)
+        return result
     datasets, skipped = open_inputs(cfg, files, reporter)
     if not datasets:  # only with on_error: skip, and every input skipped
         raise ConfigError(f"none of the {len(files)} inputs could be read; the first: {skipped[0].reason}")
     grid = cfg.grid_spec()
-    chash = config_hash(cfg)
     by_species: dict[str, list[xr.Dataset]] = {}
     for ds in datasets:
         by_species.setdefault(species_of(ds).name, []).append(ds)
@@ -352,48 +442,144 @@ def _run(cfg: JobConfig, scheduler: str | None, reporter: Reporter) -> JobResult
     stems = {name: f"{name}_{cfg.gridding.method}_{stem_grid}" for name in sorted(by_species)}
     for o in [*stems.values(), *([cfg.forest.stem] if cfg.forest is not None else [])]:
         _confined(out_dir, out_dir / f"{o}.tif")
-    _check_output_dir(out_dir)
-    stale = remove_temporaries(out_dir)
-    if stale:
-        log.info("removed %d temporary files of an interrupted run in %s", len(stale), out_dir)
-    tasks: list[Any] = []
-    outputs: list[str] = []
-    counts: list[Any] = []
+    if not dry_run:
+        _check_output_dir(out_dir)
+        stale = remove_temporaries(out_dir)
+        if stale:
+            log.info("removed %d temporary files of an interrupted run in %s", len(stale), out_dir)
     regions = load_regions(cfg.resolve(cfg.regions.file), name_field=cfg.regions.name_field) if cfg.regions else None
+    stamp_of = {s["path"]: s for s in all_stamps}
+
+    def stamps_of(paths: Any) -> list[dict[str, Any]]:
+        return [stamp_of[str(Path(p).resolve())] for p in dict.fromkeys(paths)]
+
+    todo: list[Any] = []
+    written: list[str] = []
+    up_to_date: list[str] = []
+    planned: list[str] = []
+    steps_by_species: dict[str, list[str]] = {}
     for name, stem in stems.items():
         l3 = level3(cfg, by_species[name], grid)
         l3.attrs["config_hash"] = chash
         l3.attrs["job"] = cfg.name
-        # one small target per period (see gridding.dropped_total): never one task over all chunks
-        counts.append([d for v in ("n_soundings_used", "n_footprints_dropped")
-                       for d in l3[v].data.ravel().to_delayed().ravel().tolist()])
-        new_tasks, new_outputs = write_level3(l3, out_dir, stem, cfg.output.formats)
-        tasks += new_tasks
-        outputs += new_outputs
-        new_tasks, new_outputs = analysis_stages(cfg, l3, name, stem, out_dir, regions)
-        tasks += new_tasks
-        outputs += new_outputs
-    for o in outputs:
-        _confined(out_dir, o)
+        step_products = _steps_of(by_species[name], l3)
+        deps = {k: [Path(ds.attrs["source_path"]) for ds in v] for k, v in step_products.items()}
+        step_attrs = {k: provenance(v) for k, v in step_products.items() if k is not None}
+        spans = _spans(l3, step_products)
+        labels = [k for k in deps if k is not None] or [None]
+        steps_by_species[name] = [str(k) if k is not None else "all" for k in labels]
+        used, dropped = l3["n_soundings_used"].data, l3["n_footprints_dropped"].data
+        counts = {f"{name}/{lab}": ((used[k], dropped[k]) if "time" in l3.dims else (used, dropped))
+                  for k, lab in enumerate(steps_by_species[name])}
+        units = level3_units(l3, out_dir, stem, cfg.output.formats, step_attrs)
+        units += analysis_stages(cfg, l3, name, stem, out_dir, regions, step_attrs)
+        for u in units:
+            for o in u.outputs:
+                _confined(out_dir, o)
+            inputs = stamps_of([*deps[u.step], *u.extra])
+            rel = [Path(o).name for o in u.outputs]
+            planned += u.outputs
+            if not overwrite and all(manifest.up_to_date(r, chash, inputs) for r in rel):
+                up_to_date += u.outputs
+                continue
+            written += u.outputs
+            if dry_run:
+                continue
+            entries = [{"file": r, "config_hash": chash, "software": SOFTWARE, "job": cfg.name, "species": name,
+                        "kind": u.kind, "item": u.item, "step": u.step, **spans.get(u.step, {}), "inputs": inputs}
+                       for r in rel]
+            mine = {k: v for k, v in counts.items() if u.step is None or k == f"{name}/{u.step}"}
+            todo.append(dask.delayed(record_outputs, pure=False)(u.make(), str(manifest.records_dir), rel[0], entries,
+                                                                 mine))
+    forest_stamps = stamps_of(forest_files)
+    forest_recorded = [f for f, e in manifest.outputs.items() if e.get("step") == "forest"]
+    forest_done = (cfg.forest is not None and not overwrite and bool(forest_recorded)
+                   and all(manifest.up_to_date(f, chash, forest_stamps) for f in forest_recorded))
+    if cfg.forest is not None and forest_done:
+        up_to_date += [str(out_dir / f) for f in forest_recorded]
+        planned += [str(out_dir / f) for f in forest_recorded]
+    if dry_run:
+        if cfg.forest is not None and not forest_done:
+            written.append(str(out_dir / f"{cfg.forest.stem}.csv"))  # and its maps: named once the years are known
+            planned.append(written[-1])
+        return JobResult(outputs=sorted(planned), inputs=[str(f) for f in files],
+                         config_hash=chash, skipped=skipped, written=written, up_to_date=up_to_date,
+                         seconds=time.perf_counter() - t0)
+    if overwrite:  # never a mix: what this configuration does not make goes
+        removed = manifest.remove_outputs(keep=[Path(o).name for o in planned])
+        if removed:
+            log.info("removed %d outputs of an earlier configuration from %s", len(removed), out_dir)
+    manifest.forget(Path(o).name for o in written)
     try:
-        if cfg.forest is not None:
-            outputs += forest_outputs(cfg, out_dir)
-        log.info("computing %d outputs from %d inputs", len(tasks), len(files))
-        with reporter.computing(len(outputs)):
-            done = compute_outputs([*tasks, *[c for per_species in counts for c in per_species]], scheduler)
+        if cfg.forest is not None and not forest_done:
+            manifest.forget(forest_recorded)
+            new = forest_outputs(cfg, out_dir)
+            record_outputs(None, str(manifest.records_dir), f"{cfg.forest.stem}.forest",
+                           [{"file": Path(o).name, "config_hash": chash, "software": SOFTWARE, "job": cfg.name,
+                             "step": "forest", "species": "forest", "kind": _forest_kind(o),
+                             "item": Path(o).stem if o.endswith((".tif", ".png")) else None,
+                             "inputs": forest_stamps} for o in new], {})
+            written += new
+            planned += new
+        log.info("computing %d outputs from %d inputs (%d up to date)", len(written), len(files), len(up_to_date))
+        with reporter.computing(len(written)):
+            compute_outputs(todo, scheduler)
     finally:
         remove_temporaries(out_dir)  # a failed run's parts; a finished run's done markers
-    numbers, k = [], len(tasks)
-    for per_species in counts:  # the per-period counts of soundings used, then of footprints dropped
-        values = [int(np.asarray(v).sum()) for v in done[k:k + len(per_species)]]
-        half = len(values) // 2
-        numbers += [sum(values[:half]), sum(values[half:])]
-        k += len(per_species)
+        manifest.save(job=cfg.name, chash=chash, inputs=all_stamps, complete=False)
     used = [str(f) for f in files if str(f) not in {s.file for s in skipped}]
-    result = JobResult(outputs=outputs, inputs=used, seconds=time.perf_counter() - t0, config_hash=chash,
-                       soundings=dict(zip(stems, numbers[0::2], strict=True)),
-                       dropped=dict(zip(stems, numbers[1::2], strict=True)))
+    soundings, dropped_n = _totals(manifest, steps_by_species)
+    # the catalogue of everything in the folder (this run's outputs and earlier ones); only then is the
+    # folder complete (a run killed before this point is finished by the next one)
+    catalogue = write_catalog(out_dir, manifest.outputs, job=cfg.name, config_hash=chash)
+    manifest.save(job=cfg.name, chash=chash, inputs=all_stamps, complete=True)
+    result = JobResult(outputs=[*sorted(planned), str(catalogue)], inputs=used, seconds=time.perf_counter() - t0,
+                       config_hash=chash,
+                       soundings=soundings, dropped=dropped_n, written=written, up_to_date=up_to_date)
     result.outputs.append(_write_summary(out_dir, result, {
         "on_error": cfg.on_error, "skipped": [{"file": s.file, "reason": s.reason} for s in skipped]}))
     result.skipped = skipped
     return result
+
+
+def _forest_kind(path: str) -> str:
+    return {".tif": "map", ".png": "overview", ".nc": "netcdf"}.get(Path(path).suffix, "table")
+
+
+def _iso_z(t: Any) -> str:
+    return str(np.datetime_as_string(np.datetime64(t, "s"))) + "Z"
+
+
+def _spans(l3: xr.Dataset, step_products: dict[str | None, list[xr.Dataset]]) -> dict[str | None, dict[str, str]]:
+    """Time span of each step's outputs (``start``/``end``, ISO 8601 UTC): its period, or the inputs' coverage.
+
+    A period's ``end`` is its last second (``...T23:59:59Z``): STAC's ``end_datetime`` is inclusive.
+    """
+    out: dict[str | None, dict[str, str]] = {}
+    prov = provenance(step_products[None])
+    whole = {"start": prov["time_coverage_start"], "end": prov["time_coverage_end"]}
+    if "time" in l3.dims and "time_bounds" in l3:
+        bounds = l3["time_bounds"].values
+        second = np.timedelta64(1, "s")
+        period = l3.attrs.get("composite_period", "day")
+        for k, t in enumerate(l3.time.values):
+            out[step_label(t, period)] = {"start": _iso_z(bounds[k, 0]), "end": _iso_z(bounds[k, 1] - second)}
+        whole = {"start": _iso_z(bounds[0, 0]), "end": _iso_z(bounds[-1, 1] - second)}
+    out[None] = whole
+    return out
+
+
+def _recorded_steps(manifest: Manifest) -> dict[str, list[str]]:
+    steps: dict[str, list[str]] = {}
+    for key in manifest.periods:
+        stem, _, label = key.rpartition("/")
+        steps.setdefault(stem, []).append(label)
+    return steps
+
+
+def _totals(manifest: Manifest, steps: dict[str, list[str]]) -> tuple[dict[str, int], dict[str, int]]:
+    """Soundings used and footprints dropped per species, summed over its time steps' records."""
+    def total(what: str) -> dict[str, int]:
+        return {s: sum(manifest.periods.get(f"{s}/{k}", {}).get(what, 0) for k in ks) for s, ks in steps.items()}
+
+    return total("soundings_used"), total("footprints_dropped")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -161,7 +162,9 @@ def test_job_summary_lists_composites(tmp_path):
     names = sorted(p.split("/")[-1] for p in result.outputs)
     assert "xch4_area_north_china_0p1_20230715.tif" in names and "xch4_area_north_china_0p1.nc" in names
     summary = json.loads((tmp_path / "out" / "job_summary.json").read_text())
-    assert len(summary["outputs"]) == 3
+    assert [Path(p).name for p in summary["outputs"]] == [  # the three outputs and the catalogue
+        "xch4_area_north_china_0p1.nc", "xch4_area_north_china_0p1_20230715.tif",
+        "xch4_area_north_china_0p1_20230715_mean.png", "collection.json"]
 
 
 def test_outputs_written_from_a_distributed_cluster(tmp_path, ch4_orbits):

@@ -94,6 +94,12 @@ def assert_complete(path: Path) -> None:
         import pandas as pd
 
         pd.read_csv(path)
+    elif path.is_dir() and path.name == "stac":  # the catalogue's items and band VRTs
+        for f in path.rglob("*.json"):
+            json.loads(f.read_text())
+        for f in path.rglob("*.vrt"):
+            with rasterio.open(f) as r:
+                r.read(1)
     else:
         raise AssertionError(f"unexpected output {path}")
 
@@ -122,6 +128,17 @@ def assert_same_outputs(a: Path, b: Path) -> None:
             import matplotlib.image
 
             np.testing.assert_array_equal(matplotlib.image.imread(str(pa)), matplotlib.image.imread(str(pb)))
+        elif name == "manifest.json":  # written at other times: what was made from what is the same
+            ma, mb = json.loads(pa.read_text()), json.loads(pb.read_text())
+            assert (ma["config_hash"], ma["periods"], sorted(ma["outputs"])) == (
+                mb["config_hash"], mb["periods"], sorted(mb["outputs"]))
+            assert [ma["outputs"][k]["inputs"] for k in sorted(ma["outputs"])] == [
+                mb["outputs"][k]["inputs"] for k in sorted(mb["outputs"])]
+        elif name == "stac":
+            files_a = sorted(p.relative_to(pa) for p in pa.rglob("*") if p.is_file())
+            assert files_a == sorted(p.relative_to(pb) for p in pb.rglob("*") if p.is_file())
+            for rel in files_a:
+                assert (pa / rel).read_bytes() == (pb / rel).read_bytes(), rel
         else:
             assert pa.read_bytes() == pb.read_bytes(), name
 
@@ -314,7 +331,9 @@ def test_paths_with_spaces_and_non_ascii_letters(tmp_path):
     assert proc.returncode == 0, proc.stderr
     for path in final_files(out).values():
         assert_complete(path)
-    assert len(final_files(out)) == 17 and temporaries(out) == []
+    # 17 outputs, the job summary, the manifest, the STAC collection and its items' folder
+    assert len(final_files(out)) == 20 and temporaries(out) == []
+    assert {"manifest.json", "collection.json", "stac"} <= set(final_files(out))
 
 
 def test_the_same_product_twice_counts_once(tmp_path):

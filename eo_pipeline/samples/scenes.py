@@ -43,7 +43,7 @@ from .writers import (
     write_s5p_l2,
 )
 
-__all__ = ["make_samples", "CH4_PLUME", "CO2_PLUME", "DAY", "SEED"]
+__all__ = ["make_samples", "make_daily_orbits", "DAILY_PLUME_SCALE", "CH4_PLUME", "CO2_PLUME", "DAY", "SEED"]
 
 SEED = 20230715
 DAY = np.datetime64("2023-07-15", "D")
@@ -76,7 +76,8 @@ def _t(hhmmss: str) -> np.datetime64:
 
 
 def _s5p_orbit(outdir: Path, *, orbit: int, nadir_lon: float, t_anchor: np.datetime64, seed: int,
-               plume: bool, destriped: bool) -> tuple[Path, dict[str, Any]]:
+               plume: bool, destriped: bool, plume_scale: float = 1.0,
+               processed: np.datetime64 | None = None) -> tuple[Path, dict[str, Any]]:
     rng = np.random.default_rng(seed)
     n_scan = 300
     sw = s5p_swath(nadir_lon, 39.0, n_scan=n_scan)
@@ -85,7 +86,7 @@ def _s5p_orbit(outdir: Path, *, orbit: int, nadir_lon: float, t_anchor: np.datet
     shape = sw.lat.shape
     truth = 1915.0 + 0.4 * (sw.lat - 39.0) + 10.0 * (smooth_noise(shape, rng, 25.0) - 0.5)
     if plume:
-        truth = truth + CH4_PLUME["amplitude"] * gaussian_plume(
+        truth = truth + plume_scale * CH4_PLUME["amplitude"] * gaussian_plume(
             sw.lon, sw.lat, CH4_PLUME["lon"], CH4_PLUME["lat"], CH4_PLUME["sigma_km"])
     stripes = rng.normal(0.0, 1.5, shape[1])[None, :]
     noise = rng.normal(0.0, 8.0, shape)
@@ -112,7 +113,7 @@ def _s5p_orbit(outdir: Path, *, orbit: int, nadir_lon: float, t_anchor: np.datet
     ak = (0.55 + 0.45 * np.linspace(0, 1, 12, dtype="f4"))[None, None, :] * np.ones(shape + (1,), "f4")
     start = t_anchor - np.timedelta64(52 * 60 + 13, "s")
     name = s5p_filename("CH4", start.astype("datetime64[s]"), (start + np.timedelta64(6070, "s")).astype("datetime64[s]"),
-                        orbit, "020500", np.datetime64("2023-07-17T05:30:12"))
+                        orbit, "020500", np.datetime64("2023-07-17T05:30:12") if processed is None else processed)
     path = write_s5p_l2(
         outdir / name, "CH4", lat=sw.lat, lon=sw.lon, lat_bounds=sw.lat_bounds, lon_bounds=sw.lon_bounds,
         scanline_time=times, columns=cols, qa_value=qa, orbit=orbit, surface_classification=surface,
@@ -317,6 +318,31 @@ def _manifest_md(manifest: dict[str, Any]) -> str:
               "south-central part of Inner Mongolia, Yuyang District and the forest AOI inside the Hansen-style crop.",
               ""]
     return "\n".join(lines)
+
+
+#: Strength of the planted CH4 enhancement on successive days of :func:`make_daily_orbits` (x amplitude).
+DAILY_PLUME_SCALE = (1.0, 0.5, 1.5, 0.75, 1.25, 0.25, 2.0)
+
+
+def make_daily_orbits(outdir: str | Path, days: int = 3, first_day: int = 0) -> list[Path]:
+    """Write one small synthetic S5P CH4 orbit per day, from ``DAY + first_day`` on; returns the paths.
+
+    The orbits cross the planted CH4 enhancement (:data:`CH4_PLUME`) at the same local
+    time each day (orbit numbers 14 apart, as TROPOMI's); its amplitude changes from day
+    to day by :data:`DAILY_PLUME_SCALE`, so a time series at the plume shows it. For
+    batch runs, resumable reruns and catalogue examples; deterministic.
+    """
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for d in range(first_day, first_day + days):
+        shift = np.timedelta64(d, "D")
+        path, _ = _s5p_orbit(out, orbit=29781 + 14 * d, nadir_lon=118.5, t_anchor=_t("05:36:20.000") + shift,
+                             seed=SEED + 100 + d, plume=True, destriped=False,
+                             plume_scale=DAILY_PLUME_SCALE[d % len(DAILY_PLUME_SCALE)],
+                             processed=np.datetime64("2023-07-17T05:30:12") + shift)
+        paths.append(path)
+    return paths
 
 
 def make_samples(outdir: str | Path = "sample_scenes") -> dict[str, Any]:
