@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ClusterError, ConfigError
 
-__all__ = ["LOCAL_SCHEDULERS", "SchedulerChoice", "choose_scheduler", "use_scheduler", "jobqueue_cluster"]
+__all__ = ["LOCAL_SCHEDULERS", "SchedulerChoice", "PendingScheduler", "choose_scheduler", "use_scheduler",
+           "jobqueue_cluster"]
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,79 @@ def _client(choice: SchedulerChoice) -> tuple[Any, Any]:
         raise
 
 
+class PendingScheduler:
+    """The scheduler of a run, started in the background while the run opens its inputs.
+
+    :meth:`start` begins connecting to the scheduler (or starting the cluster) in a
+    thread; :meth:`activate` waits for it and makes it dask's scheduler until
+    :meth:`close` (a local cluster's start-up, about 1.5 s, then overlaps with opening
+    the inputs). A run that finds nothing to do never starts a cluster.
+    """
+
+    def __init__(self, choice: SchedulerChoice) -> None:
+        self.choice = choice
+        self.name: str | None = None
+        self._future: Any = None
+        self._pool: Any = None
+        self._stack = ExitStack()
+
+    def start(self) -> None:
+        """Begin connecting or starting the cluster (distributed choices only; once)."""
+        if self.choice.distributed and self._future is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="eo-pipeline-cluster")
+            self._future = self._pool.submit(_client, self.choice)
+
+    def activate(self) -> str:
+        """Wait for the scheduler and make it dask's; returns its name for ``compute_outputs``.
+
+        Raises
+        ------
+        ClusterError
+            The scheduler cannot be reached.
+        """
+        if self.name is not None:
+            return self.name
+        import dask
+
+        if not self.choice.distributed:
+            settings: dict[str, Any] = {"scheduler": self.choice.kind}
+            if self.choice.workers:
+                settings["num_workers"] = self.choice.workers
+            log.info("computing with dask's %s scheduler", self.choice.describe())
+            self._stack.enter_context(dask.config.set(settings))
+            self.name = self.choice.kind
+            return self.name
+        self.start()
+        client, cluster = self._future.result()
+        if cluster is not None:
+            self._stack.callback(cluster.close)
+        self._stack.callback(client.close)
+        where = "" if self.choice.kind == "local_cluster" else f" (dashboard: {getattr(client, 'dashboard_link', '-')})"
+        log.info("computing on %s%s", self.choice.describe(), where)
+        self._stack.enter_context(client.as_current())
+        self._stack.enter_context(dask.config.set(scheduler=client))
+        self.name = "distributed"
+        return self.name
+
+    def close(self) -> None:
+        """Restore dask's scheduler; close the client and any cluster started for it."""
+        try:
+            self._stack.close()
+            if self.name is None and self._future is not None:  # started, never used
+                try:
+                    client, cluster = self._future.result()
+                except Exception:  # noqa: BLE001 - it was never needed: nothing to report
+                    return
+                client.close()
+                if cluster is not None:
+                    cluster.close()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+
+
 @contextmanager
 def use_scheduler(choice: SchedulerChoice) -> Iterator[str]:
     """Make ``choice`` dask's scheduler for the length of the block; yields the name for ``compute_outputs``.
@@ -201,22 +275,8 @@ def use_scheduler(choice: SchedulerChoice) -> Iterator[str]:
     a distributed client becomes the current client and is closed after the block,
     together with any cluster started for it.
     """
-    import dask
-
-    if not choice.distributed:
-        settings: dict[str, Any] = {"scheduler": choice.kind}
-        if choice.workers:
-            settings["num_workers"] = choice.workers
-        log.info("computing with dask's %s scheduler", choice.describe())
-        with dask.config.set(settings):
-            yield choice.kind
-        return
-    client, cluster = _client(choice)
-    log.info("computing on %s (dashboard: %s)", choice.describe(), getattr(client, "dashboard_link", "-"))
+    pending = PendingScheduler(choice)
     try:
-        with client.as_current(), dask.config.set(scheduler=client):
-            yield "distributed"
+        yield pending.activate()
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        pending.close()

@@ -367,19 +367,18 @@ def run(cfg: JobConfig, *, scheduler: str | None = None, workers: int | None = N
     ClusterError
         The cluster cannot be reached.
     """
-    if dry_run:
-        try:
-            return _run(cfg, None, reporter or Reporter(), overwrite=overwrite, dry_run=True)
-        finally:
-            close_files()
-    from .cluster import choose_scheduler, use_scheduler
+    from .cluster import PendingScheduler, choose_scheduler
 
-    choice = choose_scheduler(scheduler, cfg.cluster, workers=workers, base_dir=cfg.base_dir)
+    pending = None if dry_run else PendingScheduler(
+        choose_scheduler(scheduler, cfg.cluster, workers=workers, base_dir=cfg.base_dir))
     try:
-        with use_scheduler(choice) as name:
-            return _run(cfg, name, reporter or Reporter(), overwrite=overwrite)
+        return _run(cfg, pending, reporter or Reporter(), overwrite=overwrite, dry_run=dry_run)
     finally:
-        close_files()  # the per-process HDF5 handle cache: no file stays open after a job
+        try:
+            if pending is not None:
+                pending.close()
+        finally:
+            close_files()  # the per-process HDF5 handle cache: no file stays open after a job
 
 
 def _forest_inputs(cfg: JobConfig) -> list[Path]:
@@ -409,7 +408,7 @@ def _steps_of(products: list[xr.Dataset], l3: xr.Dataset) -> dict[str | None, li
     return out
 
 
-def _run(cfg: JobConfig, scheduler: str | None, reporter: Reporter, *, overwrite: bool = False,
+def _run(cfg: JobConfig, pending: Any, reporter: Reporter, *, overwrite: bool = False,
          dry_run: bool = False) -> JobResult:
     t0 = time.perf_counter()
     out_dir = cfg.resolve(cfg.output.dir)
@@ -431,6 +430,8 @@ def _run(cfg: JobConfig, scheduler: str | None, reporter: Reporter, *, overwrite
             result.outputs.append(_write_summary(out_dir, result, {"on_error": cfg.on_error, "skipped": []}))
         log.info("all %d outputs in %s are up to date", len(up), out_dir)
         return result
+    if pending is not None:  # a cluster starts while the inputs are opened
+        pending.start()
     datasets, skipped = open_inputs(cfg, files, reporter)
     if not datasets:  # only with on_error: skip, and every input skipped
         raise ConfigError(f"none of the {len(files)} inputs could be read; the first: {skipped[0].reason}")
@@ -449,6 +450,8 @@ def _run(cfg: JobConfig, scheduler: str | None, reporter: Reporter, *, overwrite
             log.info("removed %d temporary files of an interrupted run in %s", len(stale), out_dir)
     regions = load_regions(cfg.resolve(cfg.regions.file), name_field=cfg.regions.name_field) if cfg.regions else None
     stamp_of = {s["path"]: s for s in all_stamps}
+    # every stage computes here (the writers take the cluster's locks when they are built)
+    scheduler = pending.activate() if pending is not None else None
 
     def stamps_of(paths: Any) -> list[dict[str, Any]]:
         return [stamp_of[str(Path(p).resolve())] for p in dict.fromkeys(paths)]

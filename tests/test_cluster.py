@@ -211,6 +211,44 @@ def _worker_load(client) -> dict:
 
 
 @pytest.mark.slow
+def test_workers_write_the_maps_and_only_small_results_reach_the_client(tmp_path, monkeypatch):
+    """On a cluster, output blocks are finalized and written on the workers: the client gathers paths, not grids.
+
+    Every value a ``distributed.Client`` brings back to this process is measured; one
+    dense 0.1-degree global statistic alone would be 26 MB.
+    """
+    import dask
+    import distributed
+
+    from eo_pipeline.pipeline import run
+
+    from .conftest import SAMPLES
+
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "name": "global", "inputs": [str(SAMPLES / "S5P_OFFL_L2__CH4____*.nc")],
+        "gridding": {"grid": "global_0p1", "method": "area", "composite": "day", "statistics": "all"},
+        "output": {"dir": str(tmp_path / "out"), "formats": ["geotiff", "netcdf", "quicklook"]}}))
+    gathered: list[int] = []
+    gather = distributed.Client.gather
+
+    def measured(self, *args, **kwargs):
+        out = gather(self, *args, **kwargs)
+        gathered.append(dask.sizeof.sizeof(out))
+        return out
+
+    monkeypatch.setattr(distributed.Client, "gather", measured)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl:
+        result = run(load_config(cfg), scheduler=cl.scheduler_address)
+    assert gathered and sum(gathered) < 200_000, gathered
+    tif = tmp_path / "out" / "xch4_area_global_0p1_20230715.tif"
+    assert str(tif) in result.outputs
+    with rasterio.open(tif) as src:
+        assert src.count == 7 and src.shape == (1800, 3600)
+        assert np.isfinite(src.read(1)).sum() > 1000
+
+
+@pytest.mark.slow
 def test_a_worker_killed_during_the_run_changes_nothing(job, threads_run, loopback_cluster, tmp_path):
     """SIGKILL one of two workers (its whole process group) while it runs tasks and holds results.
 
