@@ -125,8 +125,12 @@ class Manifest:
         return self.out_dir / RECORDS_DIR
 
     @classmethod
-    def load(cls, out_dir: str | os.PathLike[str]) -> Manifest:
-        """The folder's manifest with the records of a killed or running job folded in (empty if none)."""
+    def load(cls, out_dir: str | os.PathLike[str], *, replace_damaged: bool = False) -> Manifest:
+        """The folder's manifest with the records of a killed or running job folded in (empty if none).
+
+        A manifest that cannot be read is an error, unless ``replace_damaged``
+        (``--overwrite``): then it is treated as empty and replaced at the end of the run.
+        """
         m = cls(out_dir)
         if m.path.exists():
             try:
@@ -141,6 +145,8 @@ class Manifest:
                 m.outputs = dict(doc.get("outputs", {}))
                 m.periods = dict(doc.get("periods", {}))
             except (OSError, ValueError, TypeError, AttributeError) as exc:
+                if replace_damaged:
+                    return cls(out_dir)
                 raise ConfigError(f"{m.path}: cannot read the manifest of the output folder ({exc}); "
                                   "run with --overwrite to recompute every output, or choose another --output") from exc
         m._fold_records()

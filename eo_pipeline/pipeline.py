@@ -417,7 +417,7 @@ def _run(cfg: JobConfig, pending: Any, reporter: Reporter, *, overwrite: bool = 
     forest_files = _forest_inputs(cfg)
     regions_files = [cfg.resolve(cfg.regions.file)] if cfg.regions else []
     all_stamps = stamps([*files, *forest_files, *regions_files])
-    manifest = Manifest.load(out_dir)
+    manifest = Manifest.load(out_dir, replace_damaged=overwrite)
     manifest.check_config(chash, overwrite)
     if not overwrite and manifest.all_up_to_date(chash, all_stamps):
         # nothing changed since the last complete run: no input is opened
@@ -426,6 +426,8 @@ def _run(cfg: JobConfig, pending: Any, reporter: Reporter, *, overwrite: bool = 
                            config_hash=chash, up_to_date=up)
         result.soundings, result.dropped = _totals(manifest, {k: list(v) for k, v in _recorded_steps(manifest).items()})
         if not dry_run:
+            if not (out_dir / COLLECTION).exists():  # removed by hand: the catalogue is made again
+                write_catalog(out_dir, manifest.outputs, job=cfg.name, config_hash=chash)
             result.outputs.append(str(out_dir / COLLECTION))
             result.outputs.append(_write_summary(out_dir, result, {"on_error": cfg.on_error, "skipped": []}))
         log.info("all %d outputs in %s are up to date", len(up), out_dir)

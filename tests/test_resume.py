@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -234,3 +235,39 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path, orbits):
     fresh = job(tmp_path / "f", [*orbits, *more])
     cli("run", str(fresh), "-q")
     _assert_same_outputs(tmp_path / "f" / "out", out, same_job=False)
+
+
+def test_a_damaged_manifest_is_one_line_naming_overwrite(tmp_path, orbits):
+    cfg = job(tmp_path, orbits[:1])
+    cli("run", str(cfg), "-q")
+    (tmp_path / "out" / MANIFEST_NAME).write_text("{not json")
+    proc = cli("run", str(cfg), ok=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "manifest" in proc.stderr and "--overwrite" in proc.stderr
+    cli("run", str(cfg), "--overwrite", "-q")
+    assert json.loads((tmp_path / "out" / MANIFEST_NAME).read_text())["complete"]
+
+
+def test_manifest_entries_follow_the_file_they_describe(tmp_path):
+    from eo_pipeline.manifest import Manifest, record_outputs, stamps
+
+    out = tmp_path / "out"
+    out.mkdir()
+    src = tmp_path / "a.nc"
+    src.write_bytes(b"x" * 10)
+    (out / "m.tif").write_bytes(b"map")
+    inputs = stamps([src])
+    assert inputs[0]["size"] == 10 and inputs[0]["path"] == str(src.resolve())
+    m = Manifest(out)
+    record_outputs("done", str(m.records_dir), "m.tif", [{"file": "m.tif", "config_hash": "h", "inputs": inputs}],
+                   {"xch4/20230715": (np.int32(7), np.int32(1))})
+    m = Manifest.load(out)  # the record of a run that did not finish is folded in
+    assert m.up_to_date("m.tif", "h", inputs) and not m.complete
+    assert m.periods == {"xch4/20230715": {"soundings_used": 7, "footprints_dropped": 1}}
+    assert not m.up_to_date("m.tif", "other", inputs)
+    src.write_bytes(b"y" * 11)  # the input changed
+    assert not m.up_to_date("m.tif", "h", stamps([src]))
+    (out / "m.tif").write_bytes(b"edited")  # the output was changed by hand
+    assert not m.up_to_date("m.tif", "h", inputs)
+    m.save(job="j", chash="h", inputs=inputs, complete=True)
+    assert not m.records_dir.exists() and json.loads(m.path.read_text())["outputs"]["m.tif"]["config_hash"] == "h"

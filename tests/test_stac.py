@@ -149,3 +149,19 @@ def test_a_projected_grid_gets_its_crs_and_a_lon_lat_footprint(tmp_path, run):
     assert cube.odc.geobox.shape == (60, 80)
     np.testing.assert_array_equal(cube.xch4_mean.isel(time=0).values,
                                   _cog(tmp_path / "out" / f"xch4_area_laea_10km_{DAYS[0]}.tif"))
+
+
+def test_a_rerun_remakes_a_deleted_catalogue_and_keeps_the_items_of_earlier_runs(tmp_path, run):
+    _, orbits = run
+    cfg = job(tmp_path, orbits[:1])
+    cli("run", str(cfg), "-q")
+    out = tmp_path / "out"
+    assert [i.id for i in _items(out)] == [f"{STEM}_{DAYS[0]}"]
+    job(tmp_path, orbits[:2])  # a new day: the catalogue gets its item and keeps the first day's
+    cli("run", str(cfg), "-q")
+    assert [i.id for i in _items(out)] == [f"{STEM}_{d}" for d in DAYS[:2]]
+    (out / "collection.json").unlink()
+    shutil.rmtree(out / "stac")
+    proc = cli("run", str(cfg))
+    assert "up to date" in proc.stderr
+    assert [i.id for i in _items(out)] == [f"{STEM}_{d}" for d in DAYS[:2]]
