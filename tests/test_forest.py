@@ -494,3 +494,34 @@ def test_lossyear_out_of_range_and_years_without_loss(tmp_path):
         forest_area_by_year(tc, min_size_ha="lots")
     with pytest.raises(ConfigError, match="landcover"):
         forest_area_by_year(tc, landcover="corine")
+
+
+def test_fractions_where_gdal_misses_a_cell_the_boundary_crosses():
+    """Found by the property test above in CI: one 1-row strip of a star polygon near the equator.
+
+    GDAL's all-touched rasterization of the boundary missed the cell (row 6, column 6) the
+    boundary crosses near a corner, so it was taken as wholly inside (1.0 instead of
+    0.9991). Every cell must equal shapely's exact overlay, in the whole window and strip
+    by strip, and the property test's case must match its brute-force reference.
+    """
+    from affine import Affine
+
+    from eo_pipeline.regions import coverage_fractions
+
+    geom = shapely.from_wkt(
+        "POLYGON ((10.001751670384273 -0.0009047229025233, 10.002023160734256 0.0001733702784339, "
+        "10.000325408659123 -0.0004127908192757, 10.000206845871 -0.0003959887194301, "
+        "9.99959326496 -0.0008379060932665, 10.000564322623887 -0.0012297931314259, "
+        "10.000783750300679 -0.0014754340408459, 10.001878221046699 -0.0023000994254441, "
+        "10.001748935969557 -0.0019573063341868, 10.001751670384273 -0.0009047229025233))")
+    west, north, rows, cols = 10.0, 0.0, 8, 8
+    exact = np.array([[shapely.intersection(shapely.box(west + c * RES, north - (r + 1) * RES, west + (c + 1) * RES,
+                                                        north - r * RES), geom).area / RES**2
+                       for c in range(cols)] for r in range(rows)])
+    whole, _ = coverage_fractions(geom, Affine(RES, 0, west, 0, -RES, north), (rows, cols))
+    np.testing.assert_allclose(whole, exact, atol=1e-12)
+    for r in range(rows):
+        strip = shapely.clip_by_rect(geom, west - RES, north - (r + 2) * RES, west + (cols + 1) * RES,
+                                     north - (r - 1) * RES)
+        f, _ = coverage_fractions(strip, Affine(RES, 0, west, 0, -RES, north - r * RES), (1, cols))
+        np.testing.assert_allclose(f[0], exact[r], atol=1e-12, err_msg=f"row {r}")
