@@ -224,7 +224,51 @@ def chunk_partials(
     for blk in _blocks(ds, names, extra):
         lon_b, lat_b = (blk[6], blk[7]) if extra else (None, None)
         parts.append(task(*blk[:6], lon_b, lat_b, b))
-    return parts
+    return _fuse_reads(parts)
+
+
+def _fuse_reads(parts: list[Delayed]) -> list[Delayed]:
+    """Each chunk task with the reads of its variables fused in: one task reads and grids a block.
+
+    Left apart, each variable of a block is read by a task of its own; on a cluster those
+    run on different workers and their arrays travel to the kernel's worker. A task is
+    fused into a chunk task when every task that needs it is fused there too (shared
+    ones, such as a file's lazily opened variable, stay apart).
+    """
+    if not parts:
+        return parts
+    from dask._task_spec import GraphNode
+    from dask.highlevelgraph import HighLevelGraph
+
+    graph = dict(HighLevelGraph.merge(*[p.__dask_graph__() for p in parts]))
+    dependents: dict[Any, set[Any]] = {k: set() for k in graph}
+    for k, node in graph.items():
+        for d in node.dependencies:
+            if d in dependents:
+                dependents[d].add(k)
+    out = []
+    for p in parts:
+        owned = {p.key}
+        grown = True
+        while grown:  # take every ancestor all of whose dependents are already taken
+            grown = False
+            for k in list(owned):
+                for d in graph[k].dependencies:
+                    if d in graph and d not in owned and dependents[d] <= owned:
+                        owned.add(d)
+                        grown = True
+        external: set[Any] = set()
+        todo = [d for k in owned for d in graph[k].dependencies if d not in owned]
+        while todo:
+            d = todo.pop()
+            if d in external or d not in graph:
+                continue
+            external.add(d)
+            todo += list(graph[d].dependencies)
+        sub = {k: graph[k] for k in external}
+        sub[p.key] = GraphNode.fuse(*[graph[k] for k in owned], key=p.key)
+        out.append(Delayed(p.key, sub))
+    return out
 
 
 def tree_merge(parts: Sequence[Delayed], split_every: int = 8, *, block: tuple[int, int] | None = None) -> Delayed:

@@ -473,9 +473,11 @@ def _run(cfg: JobConfig, pending: Any, reporter: Reporter, *, overwrite: bool = 
         spans = _spans(l3, step_products)
         labels = [k for k in deps if k is not None] or [None]
         steps_by_species[name] = [str(k) if k is not None else "all" for k in labels]
-        used, dropped = l3["n_soundings_used"].data, l3["n_footprints_dropped"].data
-        counts = {f"{name}/{lab}": ((used[k], dropped[k]) if "time" in l3.dims else (used, dropped))
-                  for k, lab in enumerate(steps_by_species[name])}
+        # one Delayed per period, on the graph's own keys: a dask array handed to a delayed call is
+        # optimised on its own, which fused each chunk's gridding into a second, private copy
+        used, dropped = ([d for d in l3[v].data.ravel().to_delayed(optimize_graph=False).ravel()]
+                         for v in ("n_soundings_used", "n_footprints_dropped"))
+        counts = {f"{name}/{lab}": (used[k], dropped[k]) for k, lab in enumerate(steps_by_species[name])}
         units = level3_units(l3, out_dir, stem, cfg.output.formats, step_attrs)
         units += analysis_stages(cfg, l3, name, stem, out_dir, regions, step_attrs)
         for u in units:
