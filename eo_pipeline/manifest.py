@@ -45,12 +45,12 @@ SOFTWARE = f"eo_pipeline {__version__}"
 
 
 def _iso(ns: int) -> str:
-    return _dt.datetime.fromtimestamp(ns / 1e9, _dt.timezone.utc).isoformat(timespec="microseconds").replace(
+    return _dt.datetime.fromtimestamp(ns / 1e9, _dt.UTC).isoformat(timespec="microseconds").replace(
         "+00:00", "Z")
 
 
 def stamp(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """What identifies one input file's content: absolute path, size (bytes), modification time (ns and ISO UTC)."""
+    """Identify one input file's content: absolute path, size (bytes), modification time (ns and ISO UTC)."""
     p = Path(path).resolve()
     st = p.stat()
     return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "modified": _iso(st.st_mtime_ns)}
@@ -118,15 +118,17 @@ class Manifest:
 
     @property
     def path(self) -> Path:
+        """``<out_dir>/manifest.json``."""
         return self.out_dir / MANIFEST_NAME
 
     @property
     def records_dir(self) -> Path:
+        """Where the writers' tasks leave their records (folded in by :meth:`load` and :meth:`save`)."""
         return self.out_dir / RECORDS_DIR
 
     @classmethod
     def load(cls, out_dir: str | os.PathLike[str], *, replace_damaged: bool = False) -> Manifest:
-        """The folder's manifest with the records of a killed or running job folded in (empty if none).
+        """Read the folder's manifest, with the records of a killed or running job folded in (empty if none).
 
         A manifest that cannot be read is an error, unless ``replace_damaged``
         (``--overwrite``): then it is treated as empty and replaced at the end of the run.
@@ -222,7 +224,7 @@ class Manifest:
         self.inputs = list(inputs)
         self.complete = complete
         doc = {"manifest": FORMAT, "job": job, "config_hash": chash, "software": SOFTWARE,
-               "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+               "updated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
                "complete": complete, "inputs": self.inputs,
                "outputs": {k: self.outputs[k] for k in sorted(self.outputs)},
                "periods": {k: self.periods[k] for k in sorted(self.periods)}}

@@ -66,11 +66,11 @@ def _dt(text: str) -> Any:
     if not text:
         return None
     value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def _outline(crs: Any, bounds: tuple[float, float, float, float]) -> tuple[list[float], dict[str, Any]]:
-    """bbox and Polygon geometry in lon/lat of a grid's outline (edges densified, so curved edges are followed)."""
+    """Bbox and Polygon geometry in lon/lat of a grid's outline (edges densified, so curved edges are followed)."""
     from pyproj import CRS, Transformer
 
     west, south, east, north = bounds
@@ -97,7 +97,7 @@ def _outline(crs: Any, bounds: tuple[float, float, float, float]) -> tuple[list[
 
 def _band_vrt(cog: Path, band: int, vrt: Path, final_dir: Path, width: int, height: int, crs_wkt: str,
               transform: tuple[float, ...]) -> None:
-    """A one-band VRT reading band ``band`` of ``cog`` by a path relative to ``final_dir`` (where it will live)."""
+    """Write a one-band VRT reading band ``band`` of ``cog`` by a path relative to ``final_dir`` (where it lives)."""
     rel = os.path.relpath(cog, final_dir)
     gt = ", ".join(repr(float(v)) for v in (transform[2], transform[0], transform[1], transform[5], transform[3],
                                                 transform[4]))
@@ -114,7 +114,7 @@ def _band_vrt(cog: Path, band: int, vrt: Path, final_dir: Path, width: int, heig
 
 def _cog_assets(cog: Path, key: str, title: str, roles: list[str], final_dir: Path, stage_dir: Path,
                 seen_bands: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The COG asset and its one-band assets (VRTs written to ``stage_dir``), and the map's grid facts."""
+    """Build the COG asset and its one-band assets (VRTs written to ``stage_dir``), and the map's grid facts."""
     import pystac
     import rasterio
     from pyproj import CRS
@@ -275,7 +275,7 @@ def write_catalog(out_dir: str | os.PathLike[str], outputs: Mapping[str, Mapping
             ends = [_dt(i.properties.get("end_datetime", "")) or i.datetime for i in items]
             temporal = [[min(t for t in starts if t), max(t for t in ends if t)]]
         else:
-            spatial, temporal = [[-180.0, -90.0, 180.0, 90.0]], [[dt.datetime.now(dt.timezone.utc), None]]
+            spatial, temporal = [[-180.0, -90.0, 180.0, 90.0]], [[dt.datetime.now(dt.UTC), None]]
         collection = pystac.Collection(
             id=job, title=f"eo_pipeline job {job}",
             description=f"Outputs of the eo_pipeline job {job!r} (config hash {config_hash}): Level-3 maps, "
