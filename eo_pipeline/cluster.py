@@ -16,24 +16,22 @@ A job names its scheduler with ``eo-pipeline run --scheduler`` or the config's
   batch jobs through dask-jobqueue (``pip install 'eo_pipeline[cluster]'``), each job
   one or more dask workers, submitted for the run and cancelled after it.
 
-Every stage of the job then runs under that scheduler: :func:`use_scheduler` sets it
-as dask's default for the length of the run (and a distributed client as the current
+Every stage of the job then runs under that scheduler: :class:`PendingScheduler` sets
+it as dask's default for the length of the run (and a distributed client as the current
 one), so the forest stage's own computations follow it too.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ClusterError, ConfigError
 
-__all__ = ["LOCAL_SCHEDULERS", "SchedulerChoice", "PendingScheduler", "choose_scheduler", "use_scheduler",
-           "jobqueue_cluster"]
+__all__ = ["LOCAL_SCHEDULERS", "SchedulerChoice", "PendingScheduler", "choose_scheduler", "jobqueue_cluster"]
 
 log = logging.getLogger(__name__)
 
@@ -265,18 +263,3 @@ class PendingScheduler:
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
-
-
-@contextmanager
-def use_scheduler(choice: SchedulerChoice) -> Iterator[str]:
-    """Make ``choice`` dask's scheduler for the length of the block; yields the name for ``compute_outputs``.
-
-    Local schedulers are set in dask's configuration (with ``num_workers`` when given);
-    a distributed client becomes the current client and is closed after the block,
-    together with any cluster started for it.
-    """
-    pending = PendingScheduler(choice)
-    try:
-        yield pending.activate()
-    finally:
-        pending.close()

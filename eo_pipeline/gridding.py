@@ -249,14 +249,12 @@ def _fuse_reads(parts: list[Delayed]) -> list[Delayed]:
     out = []
     for p in parts:
         owned = {p.key}
-        grown = True
-        while grown:  # take every ancestor all of whose dependents are already taken
-            grown = False
-            for k in list(owned):
-                for d in graph[k].dependencies:
-                    if d in graph and d not in owned and dependents[d] <= owned:
-                        owned.add(d)
-                        grown = True
+        todo = list(graph[p.key].dependencies)
+        while todo:  # an ancestor is taken once all its dependents are: its last one taken brings it back here
+            d = todo.pop()
+            if d in graph and d not in owned and dependents[d] <= owned:
+                owned.add(d)
+                todo += graph[d].dependencies
         external: set[Any] = set()
         todo = [d for k in owned for d in graph[k].dependencies if d not in owned]
         while todo:

@@ -113,7 +113,7 @@ def compute_outputs(tasks: list[Any], scheduler: str | None = None) -> tuple[Any
         # only ask dask (which imports distributed to look for a client) when distributed is in use
         get = get_scheduler(collections=list(tasks)) if "distributed" in sys.modules else dask.threaded.get
         scheduler = {dask.threaded.get: "threads", dask.multiprocessing.get: "processes"}.get(get, "")
-    if scheduler == "distributed":  # the current client (eo_pipeline.cluster.use_scheduler)
+    if scheduler == "distributed":  # the current client (eo_pipeline.cluster.PendingScheduler)
         return dask.compute(*tasks)
     if scheduler not in ("threads", "processes"):
         return dask.compute(*tasks, scheduler=scheduler) if scheduler else dask.compute(*tasks)

@@ -424,7 +424,7 @@ def _run(cfg: JobConfig, pending: Any, reporter: Reporter, *, overwrite: bool = 
         up = sorted(str(out_dir / f) for f in manifest.outputs)
         result = JobResult(outputs=list(up), inputs=[str(f) for f in files], seconds=time.perf_counter() - t0,
                            config_hash=chash, up_to_date=up)
-        result.soundings, result.dropped = _totals(manifest, {k: list(v) for k, v in _recorded_steps(manifest).items()})
+        result.soundings, result.dropped = _totals(manifest, _recorded_steps(manifest))
         if not dry_run:
             if not (out_dir / COLLECTION).exists():  # removed by hand: the catalogue is made again
                 write_catalog(out_dir, manifest.outputs, job=cfg.name, config_hash=chash)
@@ -470,7 +470,7 @@ def _run(cfg: JobConfig, pending: Any, reporter: Reporter, *, overwrite: bool = 
         step_products = _steps_of(by_species[name], l3)
         deps = {k: [Path(ds.attrs["source_path"]) for ds in v] for k, v in step_products.items()}
         step_attrs = {k: provenance(v) for k, v in step_products.items() if k is not None}
-        spans = _spans(l3, step_products)
+        spans = _spans(l3)
         labels = [k for k in deps if k is not None] or [None]
         steps_by_species[name] = [str(k) if k is not None else "all" for k in labels]
         # one Delayed per period, on the graph's own keys: a dask array handed to a delayed call is
@@ -557,14 +557,13 @@ def _iso_z(t: Any) -> str:
     return str(np.datetime_as_string(np.datetime64(t, "s"))) + "Z"
 
 
-def _spans(l3: xr.Dataset, step_products: dict[str | None, list[xr.Dataset]]) -> dict[str | None, dict[str, str]]:
+def _spans(l3: xr.Dataset) -> dict[str | None, dict[str, str]]:
     """Time span of each step's outputs (``start``/``end``, ISO 8601 UTC): its period, or the inputs' coverage.
 
     A period's ``end`` is its last second (``...T23:59:59Z``): STAC's ``end_datetime`` is inclusive.
     """
     out: dict[str | None, dict[str, str]] = {}
-    prov = provenance(step_products[None])
-    whole = {"start": prov["time_coverage_start"], "end": prov["time_coverage_end"]}
+    whole = {"start": l3.attrs.get("time_coverage_start", ""), "end": l3.attrs.get("time_coverage_end", "")}
     if "time" in l3.dims and "time_bounds" in l3:
         bounds = l3["time_bounds"].values
         second = np.timedelta64(1, "s")

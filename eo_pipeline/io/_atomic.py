@@ -141,8 +141,8 @@ def on_cluster_worker() -> bool:
 def cluster_lock(path: str | Path) -> Any:
     """A cluster-wide ``distributed.Lock`` for writes to ``path`` when a distributed client is active, else None.
 
-    None means the writer uses a lock of its own process (threads share a process; the
-    multiprocessing scheduler writes each file from one task at a time).
+    None means :func:`write_lock` serialises the writes itself, within this process and
+    across the processes of this machine (dask's multiprocessing scheduler).
     """
     if "distributed" not in sys.modules:  # no client can be active: don't pay for importing it
         return None

@@ -149,7 +149,7 @@ def _cog_assets(cog: Path, key: str, title: str, roles: list[str], final_dir: Pa
         assets[name] = (pystac.Asset(str(final_dir / f"{name}.vrt"), title=band_tags[k].get("long_name", name),
                                      media_type=VRT_TYPE, roles=["data"],
                                      extra_fields={"description": f"band {k + 1} of {cog.name}"}), [k])
-    facts = {"crs": crs, "bounds": bounds, "tags": tags, "describe": describe}
+    facts = {"crs": crs, "bounds": bounds, "tags": tags}
     return {k: describe(a, idx) for k, (a, idx) in assets.items()}, facts
 
 
