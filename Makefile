@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/eo-pipeline fetch-data -q  # CH4 absorption table (mag1c 1.2.0 wheel, no dependencies)
 	touch $(STAMP)
 
 demo: $(STAMP)
