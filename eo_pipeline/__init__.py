@@ -16,6 +16,10 @@ The public API:
 * :func:`compute_forest`, :func:`carbon_table`, :func:`carbon_maps`, :func:`load_removal_factors`,
   :func:`removals_tco2`, :func:`run_forest` - forest removals, loss emissions and net flux
 * :func:`write_cog`, :func:`write_netcdf`, :func:`quicklook` - outputs
+* :func:`open_radiance` - hyperspectral radiance cubes (AVIRIS-NG ENVI, EMIT L1B) -> lazy cube
+* :func:`ch4_matched_filter` - radiance cube -> CH4 enhancement (ppm m) and its uncertainty
+* :func:`find_plumes` - plume masks, IME and emission rates (GeoDataFrame)
+* :func:`run_plumes` - a cube to enhancement COGs, plume mask, plume table and quicklook
 * :func:`load_config`, :func:`run` - YAML jobs
 * :class:`EOPipelineError` - root of every error raised on bad input
 """
@@ -35,6 +39,8 @@ _LAZY = {
     "list_readers": "readers", "open_product": "readers", "register_reader": "readers",
     "load_regions": "regions", "region_table": "regions", "carbon_maps": "sinks", "carbon_table": "sinks",
     "load_removal_factors": "sinks", "removals_tco2": "sinks", "summarize": "summary",
+    "open_radiance": "readers.radiance", "ch4_matched_filter": "matched_filter", "find_plumes": "plumes",
+    "run_plumes": "plume_stage",
 }
 
 
@@ -65,13 +71,21 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .io.geotiff import write_cog
     from .io.netcdf import write_netcdf
     from .io.quicklook import quicklook
+    from .matched_filter import ch4_matched_filter
     from .pipeline import run
+    from .plume_stage import run_plumes
+    from .plumes import find_plumes
     from .readers import list_readers, open_product, register_reader
+    from .readers.radiance import open_radiance
     from .regions import load_regions, region_table
     from .sinks import carbon_maps, carbon_table, load_removal_factors, removals_tco2
     from .summary import summarize
 
 __all__ = [
+    "open_radiance",
+    "ch4_matched_filter",
+    "find_plumes",
+    "run_plumes",
     "forest_area_by_year",
     "compute_forest",
     "carbon_table",

@@ -211,6 +211,33 @@ def _cmd_forest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plumes(args: argparse.Namespace) -> int:
+    from .plume_stage import run_plumes
+
+    result = run_plumes(args.radiance, args.output, fwhm_nm=args.fwhm, wind_speed=args.wind_speed,
+                        wind_speed_uncertainty=args.wind_speed_uncertainty, sensor=args.sensor,
+                        threshold=args.threshold, passes=args.passes, ueff=args.ueff, grid=args.grid)
+    for o in result["outputs"]:
+        print(o)
+    if not args.quiet:
+        table = result["plumes"]
+        print(f"{len(table)} plume(s); noise {result['noise_ppm_m']:.0f} ppm m; {result['seconds']:.1f} s",
+              file=sys.stderr)
+        for _, row in table.iterrows():
+            q = "" if row.emission_kg_h != row.emission_kg_h else \
+                f", Q {row.emission_kg_h:.0f} +- {row.emission_uncertainty_kg_h:.0f} kg/h"
+            print(f"  plume {int(row.plume_id)}: {row.lat:.5f}N {row.lon:.5f}E, {row.area_m2:.0f} m2, "
+                  f"max {row.max_ppm_m:.0f} ppm m, IME {row.ime_kg:.1f} kg{q}", file=sys.stderr)
+    return 0
+
+
+def _cmd_fetch_data(args: argparse.Namespace) -> int:
+    from .absorption import fetch_absorption_table
+
+    print(fetch_absorption_table(args.dir, quiet=args.quiet))
+    return 0
+
+
 def _cmd_make_samples(args: argparse.Namespace) -> int:
     from .samples import make_samples
 
@@ -358,6 +385,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", default=None, choices=["threads", "processes", "synchronous"],
                    help="dask scheduler (default: threads)")
     s.set_defaults(func=_cmd_demo)
+
+    s = sub.add_parser("plumes", parents=[common],
+                       help="hyperspectral radiance cube (AVIRIS-NG ENVI, EMIT L1B) -> CH4 enhancement, plume masks, "
+                       "plume table")
+    s.add_argument("radiance", help="ENVI cube (data file or .hdr) or EMIT L1B RAD netCDF")
+    s.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
+    s.add_argument("--fwhm", type=float, default=None, metavar="NM",
+                   help="band FWHM in nm where the header has none (default: the instrument's, AVIRIS-NG 5.95)")
+    s.add_argument("--wind-speed", type=float, default=None, metavar="M_S",
+                   help="10 m wind speed for the emission rates, m/s (without it: IME only)")
+    s.add_argument("--wind-speed-uncertainty", type=float, default=None, metavar="M_S",
+                   help="1-sigma of the wind speed, m/s (default 50%% of it)")
+    s.add_argument("--sensor", default=None, metavar="NAME",
+                   help="U_eff calibration row (EMIT, EnMAP, PRISMA; default: the cube's instrument)")
+    s.add_argument("--ueff", type=float, nargs=2, default=None, metavar=("A", "B"),
+                   help="U_eff = A + B * U10 instead of the calibration table's")
+    s.add_argument("--threshold", type=float, default=None, metavar="PPM_M",
+                   help="plume mask threshold, ppm m (default: twice the scene's noise)")
+    s.add_argument("--passes", type=int, default=2, help="matched-filter passes (default 2)")
+    s.add_argument("--grid", default=None, help="also write the enhancement on this named grid")
+    s.set_defaults(func=_cmd_plumes)
+
+    s = sub.add_parser("fetch-data", parents=[common],
+                       help="download the CH4 absorption table (mag1c 1.2.0 wheel, without its dependencies)")
+    s.add_argument("--dir", default=None, help="target folder (default: the user cache folder)")
+    s.set_defaults(func=_cmd_fetch_data)
 
     s = sub.add_parser("make-samples", parents=[common], help="(re)write the synthetic sample scenes")
     s.add_argument("--out", default="sample_scenes")

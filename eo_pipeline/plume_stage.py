@@ -1,0 +1,299 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The plume stage: a radiance cube to CH4 enhancement maps, plume masks and a plume table.
+
+``run_plumes`` (and ``eo-pipeline plumes``) opens the cube lazily
+(:func:`eo_pipeline.open_radiance`), builds the matched filter's graph
+(:func:`eo_pipeline.ch4_matched_filter`), computes the 2-D results once, orthorectifies
+them through the geometry lookup table where the cube is in sensor geometry and has one
+(EMIT, AVIRIS-NG ``_glt``), finds the plumes (:func:`eo_pipeline.find_plumes`) and writes,
+into the output folder:
+
+* ``ch4_enhancement.tif`` - bands ``ch4_enhancement`` and ``ch4_enhancement_uncertainty``
+  (ppm m); ``ch4_enhancement_albedo_corrected.tif`` - the albedo-corrected pair;
+* ``plume_mask.tif`` - plume ids (0 background), uint16;
+* ``plumes.csv`` and ``plumes.geojson`` - the plume table (outlines in EPSG:4326);
+* ``quicklook.png`` - the enhancement with the plume outlines.
+
+The maps are Cloud-Optimized GeoTIFFs on the cube's own pixel grid (row = line, column =
+sample) in its CRS for orthorectified cubes, on the GLT grid for cubes with one, and on
+the bare pixel grid (no CRS, a warning) otherwise. Every file is written under a
+temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .errors import GridError, warn
+from .io._atomic import temp_path, write_failed
+
+__all__ = ["run_plumes", "orthorectify", "write_pixel_cog", "pixel_transform"]
+
+_MAPS = {
+    "ch4_enhancement.tif": ["ch4_enhancement", "ch4_enhancement_uncertainty"],
+    "ch4_enhancement_albedo_corrected.tif": ["ch4_enhancement_albedo_corrected",
+                                             "ch4_enhancement_albedo_corrected_uncertainty"],
+}
+
+
+def orthorectify(result: xr.Dataset) -> xr.Dataset:
+    """Sensor-geometry 2-D results onto their geometry lookup table's grid (nearest pixel).
+
+    Uses ``glt_sample``/``glt_line`` (0-based, -1 empty) and ``glt_spatial_ref``; returns
+    the same variables on (line, sample) of the GLT grid with ``x``/``y`` cell centres and
+    a ``spatial_ref``; cells without a sensor pixel are NaN (``pixel_mask`` 1).
+    """
+    from affine import Affine
+
+    gs = np.asarray(result["glt_sample"].values)
+    gl = np.asarray(result["glt_line"].values)
+    ok = (gs >= 0) & (gl >= 0)
+    ref = result.coords["glt_spatial_ref"]
+    t = Affine.from_gdal(*(float(v) for v in ref.attrs["GeoTransform"].split()))
+    rows, cols = gs.shape
+    out = xr.Dataset(attrs=dict(result.attrs, orthorectified="nearest sensor pixel from the geometry lookup table"))
+    for name, var in result.data_vars.items():
+        if var.dims != ("line", "sample"):
+            continue
+        values = np.asarray(var.values)
+        fill = 1 if name == "pixel_mask" else np.nan
+        grid = np.full((rows, cols), fill, dtype=values.dtype if name == "pixel_mask" else np.float32)
+        grid[ok] = values[gl[ok], gs[ok]]
+        attrs = {k: v for k, v in var.attrs.items() if k != "grid_mapping"}
+        if name != "pixel_mask":
+            attrs["grid_mapping"] = "spatial_ref"
+        out[name] = (("line", "sample"), grid, attrs)
+    out.coords["spatial_ref"] = ((), 0, dict(ref.attrs))
+    from pyproj import CRS
+
+    units = "degrees" if CRS.from_wkt(ref.attrs["crs_wkt"]).is_geographic else "m"
+    out.coords["x"] = ("sample", t.c + t.a * (np.arange(cols) + 0.5), {"units": units})
+    out.coords["y"] = ("line", t.f + t.e * (np.arange(rows) + 0.5), {"units": units})
+    return out
+
+
+def pixel_transform(ds: xr.Dataset | xr.DataArray) -> tuple[Any, str | None]:
+    """``(affine, crs_wkt)`` of a (line, sample) map, recovered from its ``x``/``y``
+    coordinates (so cut or flipped maps are written where they are), else ``(None, None)``."""
+    from affine import Affine
+
+    if "x" in ds.coords and "y" in ds.coords and "spatial_ref" in ds.coords:
+        x, y = np.asarray(ds["x"].values, float), np.asarray(ds["y"].values, float)
+        if x.size < 1 or y.size < 1:
+            raise GridError("the map is empty")
+        ref = ds["spatial_ref"].attrs
+        gt = [float(v) for v in str(ref.get("GeoTransform", "0 1 0 0 0 -1")).split()]
+        dx = float(np.median(np.diff(x))) if x.size > 1 else gt[1]
+        dy = float(np.median(np.diff(y))) if y.size > 1 else gt[5]
+        for vals, step, name in ((x, dx, "x"), (y, dy, "y")):
+            if vals.size > 2 and not np.allclose(np.diff(vals), step, rtol=1e-6, atol=abs(step) * 1e-6):
+                raise GridError(f"the {name} coordinates of the map are not regular; cannot write it as a GeoTIFF")
+        return Affine(dx, 0.0, x[0] - dx / 2, 0.0, dy, y[0] - dy / 2), ref["crs_wkt"]
+    return None, None
+
+
+def write_pixel_cog(ds: xr.Dataset, variables: list[str], path: str | os.PathLike[str],
+                    tags: dict[str, Any] | None = None) -> str:
+    """Write (line, sample) variables as the bands of a Cloud-Optimized GeoTIFF.
+
+    The georeference comes from the ``x``/``y`` coordinates and ``spatial_ref``; a map
+    without them is written on its bare pixel grid (row = line, column = sample).
+    """
+    import rasterio
+    import rasterio.shutil
+    from rasterio.errors import NotGeoreferencedWarning
+
+    target = Path(path)
+    transform, crs = pixel_transform(ds)
+    arrays = [np.asarray(ds[v].values) for v in variables]
+    dtype = np.result_type(*arrays)
+    dtype = np.float32 if dtype.kind == "f" else dtype
+    nodata = np.nan if np.dtype(dtype).kind == "f" else 0
+    rows, cols = arrays[0].shape
+    tmp = temp_path(target, "cog")
+    profile = {"driver": "COG", "width": cols, "height": rows, "count": len(arrays), "dtype": np.dtype(dtype).name,
+               "nodata": nodata, "compress": "DEFLATE", "blocksize": 512, "overviews": "AUTO",
+               "BIGTIFF": "IF_SAFER"}
+    if transform is not None:
+        profile.update(transform=transform, crs=rasterio.crs.CRS.from_wkt(crs))
+    else:
+        warn(f"{target}: the cube has no map information or lookup table; writing on the bare pixel grid (no CRS)")
+    try:
+        mem = rasterio.MemoryFile()
+        gtiff = dict(profile, driver="GTiff")
+        for key in ("blocksize", "overviews", "BIGTIFF", "compress"):
+            gtiff.pop(key, None)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with mem.open(**gtiff) as dst:
+                for i, (arr, name) in enumerate(zip(arrays, variables, strict=True), start=1):
+                    dst.write(arr.astype(dtype), i)
+                    dst.set_band_description(i, name)
+                    attrs = ds[name].attrs
+                    dst.update_tags(i, **{k: str(attrs[k]) for k in ("units", "long_name") if k in attrs})
+                dst.update_tags(**{k: str(v) for k, v in {**ds.attrs, **(tags or {})}.items()})
+            with mem.open() as src:
+                rasterio.shutil.copy(src, tmp, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=512,
+                                     OVERVIEWS="AUTO", BIGTIFF="IF_SAFER")
+        os.replace(tmp, target)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one OutputError line
+        raise write_failed(target, "GeoTIFF", exc) from exc
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return str(target)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = temp_path(path, "txt")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise write_failed(path, "table", exc) from exc
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _quicklook(ds: xr.Dataset, table: Any, labels: np.ndarray, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    e = np.asarray(ds["ch4_enhancement"].values, float)
+    finite = e[np.isfinite(e)]
+    vmax = float(np.percentile(finite, 99.5)) if finite.size else 1.0
+    fig, ax = plt.subplots(figsize=(7, 6), dpi=110)
+    im = ax.imshow(e, cmap="inferno", vmin=0, vmax=max(vmax, 1.0), interpolation="nearest")
+    if labels.max() > 0:
+        ax.contour(labels > 0, levels=[0.5], colors="cyan", linewidths=1.0)
+        for _, row in table.iterrows():
+            ax.annotate(f"{int(row.plume_id)}", (row["sample"], row["line"]), color="cyan", fontsize=8)
+    fig.colorbar(im, ax=ax, label="CH4 enhancement (ppm m)", shrink=0.8)
+    title = Path(str(ds.attrs.get("source_file", ""))).name
+    ax.set_title(f"{title}\n{len(table)} plume(s), noise {table.attrs.get('noise_ppm_m', float('nan')):.0f} ppm m",
+                 fontsize=9)
+    ax.set_xlabel("sample")
+    ax.set_ylabel("line")
+    tmp = temp_path(path, "png")
+    try:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise write_failed(path, "quicklook", exc) from exc
+    finally:
+        plt.close(fig)
+        if tmp.exists():
+            tmp.unlink()
+
+
+def run_plumes(
+    radiance: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    fwhm_nm: Any = None,
+    wind_speed: float | None = None,
+    wind_speed_uncertainty: float | None = None,
+    sensor: str | None = None,
+    threshold: float | None = None,
+    passes: int = 2,
+    window_nm: tuple[float, float] = (2100.0, 2450.0),
+    ueff: tuple[float, float] | None = None,
+    grid: Any = None,
+    scheduler: Any = None,
+) -> dict[str, Any]:
+    """Run the plume stage on one cube; returns ``{"outputs": [...], "plumes": GeoDataFrame, ...}``.
+
+    ``grid`` (a :class:`~eo_pipeline.GridSpec` or registered name) also writes the
+    enhancement resampled onto that grid (``ch4_enhancement_<grid>.tif``, mean of the
+    pixels in each cell) through the gridding stage's point binning.
+    """
+    import dask
+
+    from .matched_filter import ch4_matched_filter
+    from .plumes import find_plumes
+    from .readers.radiance import open_radiance
+
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cube = open_radiance(radiance, fwhm_nm=fwhm_nm)
+    lazy = ch4_matched_filter(cube, passes=passes, window_nm=window_nm)
+    keep = [v for v in lazy.data_vars if lazy[v].dims == ("line", "sample")]
+    with dask.config.set(scheduler=scheduler) if scheduler else _null():
+        (computed,) = dask.compute(lazy[keep])
+    result = computed
+    for name in ("glt_sample", "glt_line"):
+        if name in lazy:
+            result[name] = lazy[name]
+    if "x" not in result.coords and "glt_sample" in result:
+        result = orthorectify(result)
+    else:
+        result = result.drop_vars([v for v in ("glt_sample", "glt_line") if v in result])
+    sensor = sensor or cube.attrs.get("instrument")
+    table, labels = find_plumes(result, threshold=threshold, wind_speed=wind_speed, sensor=sensor,
+                                wind_speed_uncertainty=wind_speed_uncertainty, ueff=ueff, return_labels=True)
+    result["plume_mask"] = (("line", "sample"), labels.astype(np.uint16),
+                            {"long_name": "plume id (0 = background)", "units": "1"})
+    tags = {"source_file": cube.attrs.get("source_file", ""), "instrument": cube.attrs.get("instrument", ""),
+            "fwhm_source": cube["fwhm"].attrs.get("source", ""),
+            "noise_ppm_m": f"{table.attrs['noise_ppm_m']:.3f}"}
+    written = []
+    for name, variables in _MAPS.items():
+        written.append(write_pixel_cog(result, variables, out / name, tags))
+    written.append(write_pixel_cog(result, ["plume_mask"], out / "plume_mask.tif", tags))
+    frame = table.drop(columns="geometry")
+    _write_text(out / "plumes.csv", frame.to_csv(index=False))
+    _write_text(out / "plumes.geojson", table.to_json(drop_id=True))
+    written += [str(out / "plumes.csv"), str(out / "plumes.geojson")]
+    _quicklook(result, table, labels, out / "quicklook.png")
+    written.append(str(out / "quicklook.png"))
+    if grid is not None:
+        written.append(_write_on_grid(result, grid, out))
+    return {"outputs": written, "plumes": table, "result": result, "noise_ppm_m": table.attrs["noise_ppm_m"],
+            "seconds": time.perf_counter() - t0}
+
+
+def _write_on_grid(result: xr.Dataset, grid: Any, out: Path) -> str:
+    """The enhancement averaged onto a grid of the gridding stage (pixel centres binned)."""
+    from .grid import GridSpec, named_grid
+
+    spec = grid if isinstance(grid, GridSpec) else named_grid(str(grid))
+    from .plumes import _to_lonlat
+
+    rows, cols = np.indices(result["ch4_enhancement"].shape)
+    lon, lat = _to_lonlat(result, rows.ravel(), cols.ravel())
+    x, y = spec.lonlat_to_xy(np.asarray(lon), np.asarray(lat))
+    r, c = spec.rowcol(np.asarray(x), np.asarray(y))
+    v = np.asarray(result["ch4_enhancement"].values, float).ravel()
+    ok = np.isfinite(v) & (r >= 0) & (c >= 0)
+    flat = r[ok].astype(np.int64) * spec.shape[1] + c[ok]
+    total = np.bincount(flat, weights=v[ok], minlength=spec.shape[0] * spec.shape[1])
+    count = np.bincount(flat, minlength=spec.shape[0] * spec.shape[1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (total / count).reshape(spec.shape).astype(np.float32)
+    ds = xr.Dataset({"ch4_enhancement": (("y", "x"), mean, {"units": "ppm m", "grid_mapping": "spatial_ref"})},
+                    coords=spec.coords())
+    ds.coords["spatial_ref"] = ((), 0, spec.cf_grid_mapping())
+    from .io.geotiff import write_cog
+
+    name = spec.name or "grid"
+    return str(write_cog(ds, out / f"ch4_enhancement_{name}.tif"))
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
