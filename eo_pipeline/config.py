@@ -32,7 +32,7 @@ from .errors import ConfigError, GridError
 from .grid import GridSpec, grid_from_mapping, named_grid
 
 __all__ = ["JobConfig", "GridConfig", "GriddingConfig", "AnomalyConfig", "HotspotConfig", "RegionsConfig",
-           "ForestConfig", "OutputConfig", "ClusterConfig", "load_config", "config_hash"]
+           "ForestConfig", "PlumesConfig", "OutputConfig", "ClusterConfig", "load_config", "config_hash"]
 
 
 class _Model(BaseModel):
@@ -145,6 +145,26 @@ class ForestConfig(_Model):
         return v
 
 
+class PlumesConfig(_Model):
+    """The plume stage (see :func:`eo_pipeline.run_plumes`): hyperspectral radiance cubes to plume maps.
+
+    Paths are relative to the config file. Each scene writes ``<scene>_ch4_enhancement.tif``,
+    ``<scene>_ch4_enhancement_albedo_corrected.tif``, ``<scene>_plume_mask.tif``,
+    ``<scene>_plumes.csv``, ``<scene>_plumes.geojson`` and ``<scene>_quicklook.png``.
+    """
+
+    inputs: tuple[str, ...] = Field(min_length=1, description="radiance cubes (ENVI data files, EMIT L1B) or globs")
+    fwhm_nm: float | None = Field(None, gt=0, description="band FWHM where the product has none, nm")
+    wind_speed: float | None = Field(None, ge=0, description="10 m wind speed, m/s (none: IME only)")
+    wind_speed_uncertainty: float | None = Field(None, ge=0, description="1-sigma, m/s (default 50%% of it)")
+    sensor: str | None = Field(None, description="U_eff calibration row (default: the cube's instrument)")
+    ueff: tuple[float, float] | None = Field(None, description="(a, b) of U_eff = a + b U10 instead of the table's")
+    threshold: float | None = Field(None, gt=0, description="plume mask threshold, ppm m (default 2 x noise)")
+    passes: int = Field(2, ge=1, le=10)
+    window_nm: tuple[float, float] = (2100.0, 2450.0)
+    grid: str | GridConfig | None = Field(None, description="also average the enhancement onto this grid")
+
+
 class OutputConfig(_Model):
     """Where and what to write."""
 
@@ -201,7 +221,7 @@ class JobConfig(_Model):
     """A whole job: inputs, reading options, stages, outputs."""
 
     name: str = "job"
-    inputs: tuple[str, ...] = Field(min_length=1, description="files or glob patterns")
+    inputs: tuple[str, ...] = Field((), description="Level-2 files or glob patterns (may be empty with plumes:)")
     qa_threshold: float | None = Field(None, ge=0.0, le=1.0)
     on_error: Literal["fail", "skip"] = Field(
         "fail", description="an unreadable input stops the job (fail) or is skipped and listed in job_summary.json")
@@ -212,6 +232,7 @@ class JobConfig(_Model):
     hotspots: HotspotConfig | None = None
     regions: RegionsConfig | None = None
     forest: ForestConfig | None = None
+    plumes: PlumesConfig | None = None
     output: OutputConfig
     cluster: ClusterConfig | None = None
     base_dir: Path = Field(default=Path("."), exclude=True)
@@ -230,6 +251,37 @@ class JobConfig(_Model):
             q = str(self.resolve(item))
             out += sorted(glob.glob(q)) if glob.has_magic(q) else ([q] if Path(q).exists() else [])
         return out
+
+    def plume_paths(self) -> list[Path]:
+        """The plume stage's radiance cubes, globs expanded (``.hdr`` files stand for their data files)."""
+        import glob
+
+        assert self.plumes is not None
+        out: list[Path] = []
+        for item in self.plumes.inputs:
+            q = str(self.resolve(item))
+            found = sorted(glob.glob(q)) if glob.has_magic(q) else ([q] if Path(q).exists() else [])
+            for f in found:
+                p = Path(f)
+                if p.suffix.lower() == ".hdr":
+                    if p.with_suffix("").exists() and p.with_suffix("").suffix.lower() != ".hdr":
+                        p = p.with_suffix("")
+                    else:
+                        continue
+                if p not in out:
+                    out.append(p)
+        return out
+
+    def plume_grid(self) -> GridSpec | None:
+        """The grid the plume maps are also averaged onto (None: none)."""
+        assert self.plumes is not None
+        g = self.plumes.grid
+        if g is None:
+            return None
+        extra = {n: grid_from_mapping(n, c.model_dump(), f"grids.{n}") for n, c in self.grids.items()}
+        if isinstance(g, str):
+            return named_grid(g, extra)
+        return grid_from_mapping("plumes", g.model_dump(), "plumes.grid")
 
     def forest_grid(self) -> GridSpec | None:
         """The forest stage's map grid (None: no maps)."""
@@ -312,6 +364,15 @@ def load_config(path: str | Path) -> JobConfig:
         raise ConfigError(f"{p}: regions.file: {cfg.resolve(cfg.regions.file)} does not exist")
     if cfg.forest is not None:
         _check_forest(cfg, p)
+    if not cfg.inputs and cfg.plumes is None:
+        raise ConfigError(f"{p}: inputs: give at least one Level-2 file or pattern (or a plumes: stage)")
+    if cfg.plumes is not None:
+        if not cfg.plume_paths():
+            raise ConfigError(f"{p}: plumes.inputs: no file matches {list(cfg.plumes.inputs)}")
+        try:
+            cfg.plume_grid()
+        except GridError as exc:
+            raise ConfigError(f"{p}: plumes.grid: {exc}") from exc
     if cfg.anomaly is not None:
         for name in cfg.anomaly.overrides:
             cfg.anomaly.for_species(name)
@@ -346,5 +407,7 @@ def config_hash(cfg: JobConfig) -> str:
     the same files) on a workstation and on a cluster, into any folder.
     """
     doc = cfg.model_dump(mode="json", exclude={"cluster": True, "output": {"dir"}})
+    if doc.get("plumes") is None:  # a job without the plume stage keeps the hash it had before the stage existed
+        doc.pop("plumes", None)
     text = json.dumps(doc, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

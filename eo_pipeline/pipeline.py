@@ -90,6 +90,8 @@ class Reporter:
 def expand_inputs(cfg: JobConfig) -> list[Path]:
     """Expand the config's input patterns (relative to the config file) into sorted files."""
     files: list[Path] = []
+    if not cfg.inputs:  # a job of other stages only (plumes:)
+        return files
     for pattern in cfg.inputs:
         full = str(cfg.resolve(pattern))
         matches = sorted(glob.glob(full)) if glob.has_magic(full) else [full]
@@ -415,14 +417,16 @@ def _run(cfg: JobConfig, pending: Any, reporter: Reporter, *, overwrite: bool = 
     files = expand_inputs(cfg)
     chash = config_hash(cfg)
     forest_files = _forest_inputs(cfg)
+    plume_files = _plume_inputs(cfg)
     regions_files = [cfg.resolve(cfg.regions.file)] if cfg.regions else []
-    all_stamps = stamps([*files, *forest_files, *regions_files])
+    all_stamps = stamps([*files, *forest_files, *plume_files, *regions_files])
     manifest = Manifest.load(out_dir, replace_damaged=overwrite)
     manifest.check_config(chash, overwrite)
     if not overwrite and manifest.all_up_to_date(chash, all_stamps):
         # nothing changed since the last complete run: no input is opened
         up = sorted(str(out_dir / f) for f in manifest.outputs)
-        result = JobResult(outputs=list(up), inputs=[str(f) for f in files], seconds=time.perf_counter() - t0,
+        result = JobResult(outputs=list(up), inputs=[str(f) for f in [*files, *_plume_scenes(cfg).values()]],
+                           seconds=time.perf_counter() - t0,
                            config_hash=chash, up_to_date=up)
         result.soundings, result.dropped = _totals(manifest, _recorded_steps(manifest))
         if not dry_run:
@@ -434,8 +438,8 @@ def _run(cfg: JobConfig, pending: Any, reporter: Reporter, *, overwrite: bool = 
         return result
     if pending is not None:  # a cluster starts while the inputs are opened
         pending.start()
-    datasets, skipped = open_inputs(cfg, files, reporter)
-    if not datasets:  # only with on_error: skip, and every input skipped
+    datasets, skipped = open_inputs(cfg, files, reporter) if files else ([], [])
+    if files and not datasets:  # only with on_error: skip, and every input skipped
         raise ConfigError(f"none of the {len(files)} inputs could be read; the first: {skipped[0].reason}")
     grid = cfg.grid_spec()
     by_species: dict[str, list[xr.Dataset]] = {}
@@ -505,11 +509,30 @@ def _run(cfg: JobConfig, pending: Any, reporter: Reporter, *, overwrite: bool = 
     if cfg.forest is not None and forest_done:
         up_to_date += [str(out_dir / f) for f in forest_recorded]
         planned += [str(out_dir / f) for f in forest_recorded]
+    plume_scenes = _plume_scenes(cfg)
+    plume_todo = []
+    for scene, cube in plume_scenes.items():
+        names = [f"{scene}_{n}" for n in PLUME_FILES]
+        if cfg.plumes is not None and cfg.plumes.grid is not None:
+            names.append(f"{scene}_ch4_enhancement_{cfg.plume_grid().name or 'grid'}.tif")
+        recorded = [f for f, e in manifest.outputs.items() if e.get("step") == f"plumes/{scene}"]
+        scene_stamps = stamps_of(_cube_files(cube))
+        done = (not overwrite and bool(recorded)
+                and all(manifest.up_to_date(f, chash, scene_stamps) for f in recorded))
+        for n in names:
+            _confined(out_dir, out_dir / n)
+        if done:
+            up_to_date += [str(out_dir / f) for f in recorded]
+            planned += [str(out_dir / f) for f in recorded]
+        else:
+            written += [str(out_dir / n) for n in names]
+            planned += [str(out_dir / n) for n in names]
+            plume_todo.append((scene, cube, recorded, scene_stamps))
     if dry_run:
         if cfg.forest is not None and not forest_done:
             written.append(str(out_dir / f"{cfg.forest.stem}.csv"))  # and its maps: named once the years are known
             planned.append(written[-1])
-        return JobResult(outputs=sorted(planned), inputs=[str(f) for f in files],
+        return JobResult(outputs=sorted(planned), inputs=[str(f) for f in [*files, *_plume_scenes(cfg).values()]],
                          config_hash=chash, skipped=skipped, written=written, up_to_date=up_to_date,
                          seconds=time.perf_counter() - t0)
     if overwrite:  # never a mix: what this configuration does not make goes
@@ -528,6 +551,14 @@ def _run(cfg: JobConfig, pending: Any, reporter: Reporter, *, overwrite: bool = 
                              "inputs": forest_stamps} for o in new], {})
             written += new
             planned += new
+        for scene, cube, recorded, scene_stamps in plume_todo:
+            manifest.forget(recorded)
+            new = plume_outputs(cfg, cube, scene, out_dir)
+            record_outputs(None, str(manifest.records_dir), f"{scene}.plumes", [
+                {"file": Path(o).name, "config_hash": chash, "software": SOFTWARE, "job": cfg.name,
+                 "step": f"plumes/{scene}", "species": "ch4_plumes", "kind": kind,
+                 "item": f"{scene}_ch4_plumes" if georeferenced else None, **span, "inputs": scene_stamps}
+                for o, kind, georeferenced, span in new], {})
         log.info("computing %d outputs from %d inputs (%d up to date)", len(written), len(files), len(up_to_date))
         with reporter.computing(len(written)):
             compute_outputs(todo, scheduler)
@@ -535,6 +566,7 @@ def _run(cfg: JobConfig, pending: Any, reporter: Reporter, *, overwrite: bool = 
         remove_temporaries(out_dir)  # a failed run's parts; a finished run's done markers
         manifest.save(job=cfg.name, chash=chash, inputs=all_stamps, complete=False)
     used = [str(f) for f in files if str(f) not in {s.file for s in skipped}]
+    used += [str(p) for p in plume_scenes.values()]
     soundings, dropped_n = _totals(manifest, steps_by_species)
     # the catalogue of everything in the folder (this run's outputs and earlier ones); only then is the
     # folder complete (a run killed before this point is finished by the next one)
@@ -547,6 +579,57 @@ def _run(cfg: JobConfig, pending: Any, reporter: Reporter, *, overwrite: bool = 
         "on_error": cfg.on_error, "skipped": [{"file": s.file, "reason": s.reason} for s in skipped]}))
     result.skipped = skipped
     return result
+
+
+#: Files the plume stage writes per scene (``<scene>_<name>``) and their kinds in the manifest and catalogue.
+PLUME_FILES = {"ch4_enhancement.tif": "enhancement", "ch4_enhancement_albedo_corrected.tif": "enhancement_albedo",
+               "plume_mask.tif": "plume_mask", "plumes.csv": "plumes_table", "plumes.geojson": "plumes",
+               "quicklook.png": "overview"}
+
+
+def _plume_inputs(cfg: JobConfig) -> list[Path]:
+    return [f for cube in _plume_scenes(cfg).values() for f in _cube_files(cube)]
+
+
+def _cube_files(cube: Path) -> list[Path]:
+    """A cube's data file and, for ENVI, its header (a changed header changes the maps)."""
+    from .readers.envi import _header_for
+
+    hdr = _header_for(cube)
+    return [cube, hdr] if hdr is not None else [cube]
+
+
+def _plume_scenes(cfg: JobConfig) -> dict[str, Path]:
+    """Scene name (the file name without its .nc/.hdr suffix) -> radiance cube."""
+    if cfg.plumes is None:
+        return {}
+    out: dict[str, Path] = {}
+    for p in cfg.plume_paths():
+        scene = p.stem if p.suffix.lower() in (".nc", ".nc4", ".img", ".bin", ".dat") else p.name
+        if scene in out:
+            raise ConfigError(f"plumes.inputs: two cubes are named {scene!r} ({out[scene]} and {p}); "
+                              "give scenes distinct file names")
+        out[scene] = p
+    return out
+
+
+def plume_outputs(cfg: JobConfig, cube: Path, scene: str, out_dir: Path) -> list[tuple[str, str, bool, dict]]:
+    """Run the plume stage on one scene of a job; ``(path, kind, georeferenced, span)`` per output."""
+    from .plume_stage import run_plumes
+
+    f = cfg.plumes
+    assert f is not None
+    run = run_plumes(cube, out_dir, fwhm_nm=f.fwhm_nm, wind_speed=f.wind_speed,
+                     wind_speed_uncertainty=f.wind_speed_uncertainty, sensor=f.sensor, threshold=f.threshold,
+                     passes=f.passes, window_nm=f.window_nm, ueff=f.ueff, grid=cfg.plume_grid(), prefix=f"{scene}_")
+    georef = "x" in run["result"].coords
+    span = {k: v for k, v in (("start", run.get("time", "")), ("end", run.get("time", ""))) if v}
+    out = []
+    for o in run["outputs"]:
+        name = Path(o).name.removeprefix(f"{scene}_")
+        kind = PLUME_FILES.get(name, "enhancement_grid")
+        out.append((o, kind, georef, span))
+    return out
 
 
 def _forest_kind(path: str) -> str:

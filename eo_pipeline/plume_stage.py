@@ -173,6 +173,8 @@ def _quicklook(ds: xr.Dataset, table: Any, labels: np.ndarray, path: Path) -> No
     e = np.asarray(ds["ch4_enhancement"].values, float)
     finite = e[np.isfinite(e)]
     vmax = float(np.percentile(finite, 99.5)) if finite.size else 1.0
+    if len(table):  # show the plumes' range, not only the noise
+        vmax = max(vmax, 0.8 * float(table["max_ppm_m"].max()))
     fig, ax = plt.subplots(figsize=(7, 6), dpi=110)
     im = ax.imshow(e, cmap="inferno", vmin=0, vmax=max(vmax, 1.0), interpolation="nearest")
     if labels.max() > 0:
@@ -211,12 +213,15 @@ def run_plumes(
     ueff: tuple[float, float] | None = None,
     grid: Any = None,
     scheduler: Any = None,
+    prefix: str = "",
 ) -> dict[str, Any]:
     """Run the plume stage on one cube; returns ``{"outputs": [...], "plumes": GeoDataFrame, ...}``.
 
     ``grid`` (a :class:`~eo_pipeline.GridSpec` or registered name) also writes the
-    enhancement resampled onto that grid (``ch4_enhancement_<grid>.tif``, mean of the
-    pixels in each cell) through the gridding stage's point binning.
+    enhancement averaged onto that grid (``ch4_enhancement_<grid>.tif``, the mean of the
+    pixels whose centres fall in each cell). ``prefix`` starts every file name (a job
+    writes ``<scene>_ch4_enhancement.tif``...). ``time`` in the result is the scene's
+    acquisition time (ISO 8601 UTC) where the product or its file name gives it.
     """
     import dask
 
@@ -245,26 +250,29 @@ def run_plumes(
                                 wind_speed_uncertainty=wind_speed_uncertainty, ueff=ueff, return_labels=True)
     result["plume_mask"] = (("line", "sample"), labels.astype(np.uint16),
                             {"long_name": "plume id (0 = background)", "units": "1"})
+    when = str(cube.attrs.get("time", ""))
     tags = {"source_file": cube.attrs.get("source_file", ""), "instrument": cube.attrs.get("instrument", ""),
-            "fwhm_source": cube["fwhm"].attrs.get("source", ""),
-            "noise_ppm_m": f"{table.attrs['noise_ppm_m']:.3f}"}
+            "fwhm_source": cube["fwhm"].attrs.get("source", ""), "title": f"CH4 plumes of {Path(radiance).name}",
+            "noise_ppm_m": f"{table.attrs['noise_ppm_m']:.3f}", "units": "ppm m"}
+    if when:
+        tags["time_coverage_start"] = tags["time_coverage_end"] = when
     written = []
     for name, variables in _MAPS.items():
-        written.append(write_pixel_cog(result, variables, out / name, tags))
-    written.append(write_pixel_cog(result, ["plume_mask"], out / "plume_mask.tif", tags))
+        written.append(write_pixel_cog(result, variables, out / f"{prefix}{name}", tags))
+    written.append(write_pixel_cog(result, ["plume_mask"], out / f"{prefix}plume_mask.tif", tags))
     frame = table.drop(columns="geometry")
-    _write_text(out / "plumes.csv", frame.to_csv(index=False))
-    _write_text(out / "plumes.geojson", table.to_json(drop_id=True))
-    written += [str(out / "plumes.csv"), str(out / "plumes.geojson")]
-    _quicklook(result, table, labels, out / "quicklook.png")
-    written.append(str(out / "quicklook.png"))
+    _write_text(out / f"{prefix}plumes.csv", frame.to_csv(index=False))
+    _write_text(out / f"{prefix}plumes.geojson", table.to_json(drop_id=True))
+    written += [str(out / f"{prefix}plumes.csv"), str(out / f"{prefix}plumes.geojson")]
+    _quicklook(result, table, labels, out / f"{prefix}quicklook.png")
+    written.append(str(out / f"{prefix}quicklook.png"))
     if grid is not None:
-        written.append(_write_on_grid(result, grid, out))
+        written.append(_write_on_grid(result, grid, out, prefix, tags))
     return {"outputs": written, "plumes": table, "result": result, "noise_ppm_m": table.attrs["noise_ppm_m"],
-            "seconds": time.perf_counter() - t0}
+            "seconds": time.perf_counter() - t0, "time": when}
 
 
-def _write_on_grid(result: xr.Dataset, grid: Any, out: Path) -> str:
+def _write_on_grid(result: xr.Dataset, grid: Any, out: Path, prefix: str, tags: dict[str, Any]) -> str:
     """The enhancement averaged onto a grid of the gridding stage (pixel centres binned)."""
     from .grid import GridSpec, named_grid
 
@@ -288,7 +296,7 @@ def _write_on_grid(result: xr.Dataset, grid: Any, out: Path) -> str:
     from .io.geotiff import write_cog
 
     name = spec.name or "grid"
-    return str(write_cog(ds, out / f"ch4_enhancement_{name}.tif"))
+    return str(write_cog(ds, out / f"{prefix}ch4_enhancement_{name}.tif", tags=tags))
 
 
 class _null:

@@ -259,7 +259,7 @@ def find_plumes(
         10 m wind speed U10, m s-1; without it the emission rate is NaN.
     sensor : str, optional
         Calibration row of ``U_eff = a + b U10`` (EMIT, EnMAP, PRISMA, ...; default the
-        map's ``instrument`` attribute).
+        map's ``instrument`` attribute, set by the readers).
     wind_speed_uncertainty : float, optional
         1-sigma of U10, m s-1 (default 50 % of it).
     uncertainty : xarray.DataArray, optional
@@ -287,11 +287,13 @@ def find_plumes(
     """
     import geopandas as gpd
 
+    instrument = enhancement.attrs.get("instrument")
     if isinstance(enhancement, xr.Dataset):
         ds = enhancement
         if uncertainty is None and "ch4_enhancement_uncertainty" in ds:
             uncertainty = ds["ch4_enhancement_uncertainty"]
         enhancement = ds["ch4_enhancement"]
+        instrument = enhancement.attrs.get("instrument", instrument)
     e = np.asarray(enhancement.values, dtype=np.float64)
     sig = None if uncertainty is None else np.asarray(uncertainty.values, dtype=np.float64)
     noise = noise_level(e, sig)
@@ -300,7 +302,7 @@ def find_plumes(
     labels = plume_labels(e, float(threshold), min_pixels=min_pixels)
     area = pixel_area_m2(enhancement)
     k = mass_per_ppm_m(surface_pressure_pa, surface_temperature_k)
-    sensor_name = sensor or enhancement.attrs.get("instrument")
+    sensor_name = sensor or instrument
     a_b: tuple[float, float] | None = None
     if ueff is not None:
         a_b = (float(ueff[0]), float(ueff[1]))

@@ -54,6 +54,13 @@ _ROLES = {"map": ("map", "Level-3 map (Cloud-Optimized GeoTIFF)", ["data"]),
           "anomaly_overview": ("anomaly_overview", "quicklook of the anomaly", ["overview"]),
           "netcdf": ("netcdf", "CF-1.8 NetCDF of every time step", ["data"]),
           "regions": ("regions", "per-region table", ["metadata"]),
+          "enhancement": ("enhancement", "CH4 enhancement and its uncertainty, ppm m (COG)", ["data"]),
+          "enhancement_albedo": ("enhancement_albedo_corrected",
+                                 "albedo-corrected CH4 enhancement and its uncertainty, ppm m (COG)", ["data"]),
+          "plume_mask": ("mask", "plume ids, 0 = background (COG)", ["data"]),
+          "enhancement_grid": ("enhancement_on_grid", "CH4 enhancement averaged onto a grid (COG)", ["data"]),
+          "plumes": ("plumes", "plume outlines with IME and emission rates (GeoJSON)", ["data"]),
+          "plumes_table": ("plumes_table", "plume table (CSV)", ["metadata"]),
           "table": ("table", "table", ["metadata"])}
 _TYPES = {".tif": "image/tiff; application=geotiff; profile=cloud-optimized", ".png": "image/png",
           ".nc": "application/netcdf", ".csv": "text/csv", ".geojson": "application/geo+json"}
@@ -176,7 +183,8 @@ def _item(folder: Path, stage: Path, item_id: str, files: list[tuple[str, Mappin
     from pystac.extensions.projection import ProjectionExtension
     from pystac.extensions.raster import RasterExtension
 
-    cogs = sorted(((n, e) for n, e in files if n.endswith(".tif")), key=lambda c: c[1].get("kind") != "map")
+    cogs = sorted(((n, e) for n, e in files if n.endswith(".tif")),
+                  key=lambda c: c[1].get("kind") not in ("map", "enhancement"))
     final_dir = folder / ITEMS_DIR / item_id
     stage_dir = stage / ITEMS_DIR / item_id
     stage_dir.mkdir(parents=True)

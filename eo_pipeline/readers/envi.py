@@ -334,6 +334,9 @@ def open_envi(path: str | os.PathLike[str], *, fwhm_nm: Any = None, chunk_lines:
         if gmi is not None:
             out["glt"] = (np.rint(_band(glt, gh, 0)).astype(np.int64), np.rint(_band(glt, gh, 1)).astype(np.int64),
                           gmi[0], gmi[1])
+    m = re.match(r"(?:ang|av3)(\d{4})(\d{2})(\d{2})t(\d{2})(\d{2})(\d{2})", p.name, re.I)
+    if m:  # AVIRIS-NG / AVIRIS-3 flight lines are named after their start time (UTC)
+        out["time"] = "{}-{}-{}T{}:{}:{}Z".format(*m.groups())
     obs = _side_file(p, "obs")
     if obs is not None:
         out["obs_file"] = str(obs)
