@@ -23,7 +23,13 @@ from eo_pipeline.errors import (
 from eo_pipeline.matched_filter import apply_filter, ch4_matched_filter, filter_coefficients, partial_moments
 from eo_pipeline.plumes import find_plumes, mass_per_ppm_m, pixel_area_m2
 from eo_pipeline.readers.radiance import open_radiance
-from eo_pipeline.samples.hyperspectral import gaussian_plume_ppm_m, plant_plume, write_emit_l1b
+from eo_pipeline.samples.hyperspectral import (
+    gaussian_plume_ppm_m,
+    plant_plume,
+    prisma_bands,
+    write_emit_l1b,
+    write_prisma_l1,
+)
 
 from .conftest import raise_if_dask_computes, shared_file
 
@@ -244,6 +250,55 @@ def test_emit_wrong_units_is_one_line(tmp_path):
         open_radiance(path)
 
 
+# ------------------------------------------------------------------ PRISMA reader
+def test_prisma_reader_layout_and_radiance_scaling(tmp_path):
+    import h5py
+
+    path = write_prisma_l1(tmp_path, lines=30, samples=20)
+    assert path.name.startswith("PRS_L1_STD_OFFL_20230407100729_")
+    with raise_if_dask_computes():
+        ds = open_radiance(path, chunk_lines=8)
+    assert ds.attrs["reader"] == "prisma_l1" and ds.attrs["instrument"] == "PRISMA"
+    assert ds.attrs["time"] == "2023-04-07T10:07:29Z"
+    bands = prisma_bands()
+    n_good = sum(int((w > 0).sum()) for w, _ in bands.values())
+    assert ds.radiance.shape == (30, 20, n_good)  # bands without data (flag 0) are left out
+    assert np.all(np.diff(ds.wavelength.values) >= 0) and ds.wavelength.values[0] > 0  # ascending
+    # hand check of one value: DN / ScaleFactor - Offset (W m-2 sr-1 um-1) x 0.1 -> uW cm-2 sr-1 nm-1
+    with h5py.File(path) as h5:
+        dn = h5["HDFEOS/SWATHS/PRS_L1_HCO/Data Fields/SWIR_Cube"][7, :, 11]
+        cw = h5.attrs["List_Cw_Swir"]
+        scale, offset = float(h5.attrs["ScaleFactor_Swir"]), float(h5.attrs["Offset_Swir"])
+    b = int(np.argmin(np.abs(np.where(cw > 0, cw, np.inf) - 2300.0)))
+    k = int(np.flatnonzero(np.isclose(ds.wavelength.values, cw[b]) & (ds.wavelength.values > 1500))[0])
+    assert float(ds.radiance[7, 11, k]) == pytest.approx((dn[b] / scale - offset) * 0.1, rel=1e-6)
+    assert ds.lat.shape == (30, 20) and ds.fwhm.attrs["source"].startswith("List_Fwhm")
+
+
+def test_prisma_planted_plume(tmp_path):
+    path = write_prisma_l1(tmp_path, plume={"centre": (60, 50), "peak": 3000.0, "sigma": 3.0})
+    res = ch4_matched_filter(open_radiance(path)).compute()
+    e = res.ch4_enhancement.values
+    enh = gaussian_plume_ppm_m(e.shape, (60, 50))
+    sel = enh > 500
+    assert np.mean(e[sel]) == pytest.approx(np.mean(enh[sel]), rel=0.2)
+    table = find_plumes(res, wind_speed=3.0)
+    assert len(table) == 1 and table.sensor.iloc[0] == "PRISMA"
+    assert table.ueff_m_s.iloc[0] == pytest.approx(0.43 + 0.32 * 3.0)
+
+
+def test_missing_prisma_attribute_is_one_line(tmp_path):
+    import h5py
+
+    path = write_prisma_l1(tmp_path, lines=10, samples=8)
+    with h5py.File(path, "a") as h5:
+        del h5.attrs["ScaleFactor_Swir"]
+    from eo_pipeline.errors import MissingVariableError
+
+    with pytest.raises(MissingVariableError, match=path.name + ".*ScaleFactor_Swir"):
+        open_radiance(path)
+
+
 # ------------------------------------------------------------------ plumes, IME, Q
 def _utm_map(values, pixel=30.0):
     import xarray as xr
@@ -443,3 +498,46 @@ def test_calibration_table_is_the_configs_copy():
     assert packaged.read_text() == (root / "configs" / "plume_calibration.yaml").read_text()
     table = load_calibration()
     assert table["EMIT"] == {"a": 0.43, "b": 0.36} and table["ENMAP"]["b"] == 0.33 and table["PRISMA"]["a"] == 0.43
+
+
+# ------------------------------------------------------------------ in a job: resumable, catalogued
+def test_job_with_plume_stage_is_resumable_and_catalogued(tmp_path):
+    import pystac
+    import rasterio
+
+    a = write_emit_l1b(tmp_path / "in", plume={"centre": (80, 70), "peak": 3000.0, "sigma": 3.0})
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text("name: plumejob\nplumes:\n  inputs: [in/*.nc]\n  wind_speed: 4\n  grid: plumes_grid\n"
+                   "grids:\n  plumes_grid: {bbox: [-104.0, 31.8, -103.7, 32.1], resolution: 0.01}\n"
+                   "gridding: {grid: global_0p1}\noutput: {dir: out}\n")
+    run = subprocess.run([*CLI, "run", str(cfg), "-q"], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    out = tmp_path / "out"
+    scene = a.stem
+    made = {p.name for p in out.iterdir()}
+    for name in ("ch4_enhancement.tif", "ch4_enhancement_albedo_corrected.tif", "plume_mask.tif", "plumes.csv",
+                 "plumes.geojson", "quicklook.png", "ch4_enhancement_plumes_grid.tif"):
+        assert f"{scene}_{name}" in made
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["outputs"][f"{scene}_plumes.csv"]["step"] == f"plumes/{scene}"
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob(f"{scene}_*")}
+    # a rerun leaves everything as it is; a second scene adds only its outputs
+    b = write_emit_l1b(tmp_path / "in", seed=4, start="20230815T180000", orbit="2322700", scene="001")
+    run = subprocess.run([*CLI, "run", str(cfg), "-q"], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob(f"{scene}_*")} == before
+    assert (out / f"{b.stem}_plumes.csv").exists()
+    # the catalogue: one item per scene, with its time, the COG assets and per-band assets
+    col = pystac.Collection.from_file(str(out / "collection.json"))
+    items = {i.id: i for i in col.get_items()}
+    item = items[f"{scene}_ch4_plumes"]
+    assert item.datetime.isoformat().startswith("2023-08-14T19:30:21")
+    assert {"enhancement", "mask", "plumes", "plumes_table", "overview", "ch4_enhancement"} <= set(item.assets)
+    with rasterio.open(item.assets["enhancement"].get_absolute_href()) as src:
+        cog = src.read(1)
+    with rasterio.open(item.assets["ch4_enhancement"].get_absolute_href()) as src:
+        np.testing.assert_array_equal(src.read(1), cog)
+    import odc.stac
+
+    loaded = odc.stac.load([item], bands=["ch4_enhancement"])
+    np.testing.assert_array_equal(loaded["ch4_enhancement"].isel(time=0).values, cog)

@@ -3,9 +3,9 @@
 
 Built-in radiance readers are listed in :data:`RADIANCE_READERS` (name -> "module:function");
 third-party packages add theirs through the ``eo_pipeline.radiance_readers`` entry-point
-group. Detection looks at content (an ENVI header next to the file, or the EMIT L1B
-variables in a netCDF-4 file). Errors follow the Level-2 readers' rules: one line naming
-the file, as an :class:`~eo_pipeline.errors.EOPipelineError` subclass
+group. Detection looks at content (an ENVI header next to the file, the EMIT L1B
+variables in a netCDF-4 file, the PRISMA L1 HCO swath in an HDF-EOS5 file). Errors follow
+the Level-2 readers' rules: one line naming the file, as an :class:`~eo_pipeline.errors.EOPipelineError` subclass
 (``InputFileNotFoundError``, ``TruncatedFileError``, ``CorruptFileError``,
 ``ProductLayoutError``, ``MissingVariableError``, ``ReaderOptionError``).
 
@@ -41,6 +41,7 @@ __all__ = ["RADIANCE_READERS", "open_radiance", "detect_radiance_reader", "spati
 RADIANCE_READERS: dict[str, str] = {
     "envi": "eo_pipeline.readers.envi:open_envi",
     "emit_l1b_rad": "eo_pipeline.readers.emit:open_emit",
+    "prisma_l1": "eo_pipeline.readers.prisma:open_prisma",
 }
 ENTRY_POINT_GROUP = "eo_pipeline.radiance_readers"
 
@@ -69,15 +70,25 @@ def detect_radiance_reader(path: str | os.PathLike[str]) -> str:
     with open(p, "rb") as f:
         head = f.read(8)
     if head.startswith(b"\x89HDF"):
-        from ._netcdf import NCFile
+        import h5py
+
+        from ._netcdf import LIBRARY_ERRORS, NCFile, library_error
         from .emit import is_emit
+        from .prisma import is_prisma
+
+        try:
+            with h5py.File(p, "r") as h5:
+                if is_prisma(h5):
+                    return "prisma_l1"
+        except LIBRARY_ERRORS as exc:
+            raise library_error(p, "opening it", exc) from exc
 
         with NCFile(p) as nc:
             if is_emit(nc):
                 return "emit_l1b_rad"
     raise UnknownProductError(
         f"{p}: not a radiance cube eo_pipeline reads (an ENVI file with its .hdr, such as AVIRIS-NG *_rdn*, "
-        "or an EMIT L1B RAD netCDF); check the path")
+        "an EMIT L1B RAD netCDF or a PRISMA L1 .he5); check the path")
 
 
 def spatial_ref_attrs(crs: Any, transform: Affine) -> dict[str, Any]:
@@ -96,14 +107,14 @@ def open_radiance(path: str | os.PathLike[str], *, fwhm_nm: Any = None, reader: 
     Parameters
     ----------
     path : path-like
-        An ENVI cube (the data file or its ``.hdr``; AVIRIS-NG ``*_rdn*``) or an EMIT L1B
-        RAD netCDF file.
+        An ENVI cube (the data file or its ``.hdr``; AVIRIS-NG ``*_rdn*``), an EMIT L1B
+        RAD netCDF file or a PRISMA L1 HDF-EOS5 file.
     fwhm_nm : float or array (bands,), optional
         Band FWHM in nm where the product has none (or to override it). ENVI headers without
         ``fwhm`` fall back to the instrument's documented default
         (:data:`eo_pipeline.readers.envi.INSTRUMENT_FWHM_NM`, AVIRIS-NG 5.95 nm).
     reader : str, optional
-        Force a reader (``envi``, ``emit_l1b_rad`` or an entry point's name).
+        Force a reader (``envi``, ``emit_l1b_rad``, ``prisma_l1`` or an entry point's name).
     chunk_lines : int, optional
         Lines per dask chunk (default: about 64 MB per chunk).
 

@@ -56,23 +56,26 @@ def _base_spectrum(wave: np.ndarray, fwhm: np.ndarray) -> np.ndarray:
     lut_wave, spectra = load_absorption_table()
     base = spectra[int(np.argmin(LUT_ENHANCEMENTS_PPM_M))]
     sigma = fwhm / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+
+    def continuum(w: np.ndarray) -> np.ndarray:
+        return 12.0 * np.exp(-((w - 700.0) / 900.0) ** 2) + 0.5
+
+    def table_at(c: float, s: float) -> float:
+        lo, hi = np.searchsorted(lut_wave, [c - 5 * s, c + 5 * s])
+        r = np.exp(-0.5 * ((lut_wave[lo:hi] - c) / s) ** 2)
+        return float(base[lo:hi] @ (r / r.sum()))
+
     out = np.empty(wave.size)
-    continuum = 12.0 * np.exp(-((wave - 700.0) / 900.0) ** 2) + 0.5
     for i, (c, s) in enumerate(zip(wave, sigma, strict=True)):
         lo, hi = np.searchsorted(lut_wave, [c - 5 * s, c + 5 * s])
-        if hi - lo > 3:
-            r = np.exp(-0.5 * ((lut_wave[lo:hi] - c) / s) ** 2)
-            out[i] = base[lo:hi] @ (r / r.sum())
-        else:
-            out[i] = np.nan
-    # scale the table's radiance (SWIR) onto the continuum where they meet
+        out[i] = table_at(c, s) if hi - lo > 3 and c - 3 * s > lut_wave[0] else np.nan
+    # outside the table: the continuum, scaled to meet the table at 1600 nm (a window band)
     swir = np.isfinite(out)
-    first = int(np.argmax(swir))
-    out[~swir] = continuum[~swir] * (out[first] / continuum[first])
+    out[~swir] = continuum(wave[~swir]) * (table_at(1600.0, 4.0) / continuum(np.array([1600.0]))[0])
     # water vapour bands outside the table: dark
     out[(wave > 1340) & (wave < 1450) & ~swir] *= 0.1
     # a 30 % reflector under a 30 degree sun: about 0.6 uW cm-2 sr-1 nm-1 at 2100 nm
-    return out * (0.6 / out[int(np.argmin(np.abs(wave - 2100.0)))])
+    return out * (0.6 / table_at(2100.0, 4.0))
 
 
 def _smooth(shape: tuple[int, int], rng: np.random.Generator, scale: float) -> np.ndarray:
@@ -213,5 +216,90 @@ def write_emit_l1b(
             "planted_plume": "none" if plume is None else repr({k: plume[k] for k in sorted(plume)}),
         })
         nc.setncatts(attrs)
+    tmp.replace(path)
+    return path
+
+
+def prisma_bands() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """PRISMA's VNIR (66) and SWIR (173) band centres and FWHM, nm, in the file's order (long to short).
+
+    VNIR 400-1010 nm and SWIR 920-2505 nm at about 9.3 nm spacing and 10-13 nm FWHM; as in
+    the real files, a few bands at the ends carry no data (centre 0, flag 0).
+    """
+    vnir = np.linspace(400.0, 1010.0, 66)
+    swir = np.linspace(920.0, 2505.0, 173)
+    out = {}
+    for key, w, width in (("Vnir", vnir, 10.5), ("Swir", swir, 11.5)):
+        w = w[::-1].copy()
+        f = np.full(w.size, width)
+        w[:2] = 0.0  # bands without data
+        f[:2] = 0.0
+        out[key] = (w, f)
+    return out
+
+
+def write_prisma_l1(
+    outdir: str | Path,
+    *,
+    lines: int = 120,
+    samples: int = 100,
+    plume: dict[str, Any] | None = None,
+    seed: int = 0,
+    start: str = "20230407100729",
+    centre_lonlat: tuple[float, float] = (53.95, 39.35),
+    pixel_m: float = 30.0,
+) -> Path:
+    """Write a synthetic PRISMA L1 file (HDF-EOS5 layout of the L1 HCO swath); returns its path.
+
+    Radiance is stored as uint16 DN with ``DN = (L + Offset) x ScaleFactor`` for ``L`` in
+    W m-2 sr-1 um-1; ``plume`` as in :func:`write_emit_l1b`.
+    """
+    import h5py
+
+    bands = prisma_bands()
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    stop = start[:-2] + f"{(int(start[-2:]) + 4) % 60:02d}"
+    path = out / f"PRS_L1_STD_OFFL_{start}_{stop}_0001.he5"
+    tmp = path.with_name("." + path.name + ".part")
+    lon0, lat0 = centre_lonlat
+    ll, ss = np.indices((lines, samples), dtype=np.float64)
+    lat = lat0 + (lines / 2 - ll) * pixel_m / 110574.0
+    lon = lon0 + (ss - samples / 2) * pixel_m / (111320.0 * np.cos(np.radians(lat0)))
+    scale = {"Vnir": 200.0, "Swir": 400.0}
+    offset = {"Vnir": 0.0, "Swir": 0.0}
+    with h5py.File(tmp, "w") as h5:
+        for i, (key, (w, f)) in enumerate(bands.items()):
+            good = w > 0
+            rad = np.zeros((lines, samples, w.size), np.float32)
+            order = np.argsort(w[good])
+            wg, fg = w[good][order], f[good][order]
+            cube = synthetic_radiance(lines, samples, wg, fg, seed=seed)  # the same scene in both spectrometers
+            if plume is not None:
+                enh = gaussian_plume_ppm_m((lines, samples), tuple(plume["centre"]), plume.get("peak", 3000.0),
+                                           plume.get("sigma", 3.0))
+                cube = plant_plume(cube, wg, fg, enh)
+            idx = np.flatnonzero(good)[order]
+            rad[:, :, idx] = cube
+            dn = np.clip(np.rint((rad * 10.0 + offset[key]) * scale[key]), 0, 65535).astype(np.uint16)
+            name = "VNIR_Cube" if key == "Vnir" else "SWIR_Cube"
+            h5.create_dataset(f"HDFEOS/SWATHS/PRS_L1_HCO/Data Fields/{name}", data=dn.transpose(0, 2, 1),
+                              chunks=(min(lines, 64), w.size, samples), compression="gzip", compression_opts=1)
+            h5.attrs[f"List_Cw_{key}"] = w.astype(np.float32)
+            h5.attrs[f"List_Fwhm_{key}"] = f.astype(np.float32)
+            h5.attrs[f"List_Cw_{key}_Flags"] = good.astype(np.int8)
+            h5.attrs[f"ScaleFactor_{key}"] = np.float32(scale[key])
+            h5.attrs[f"Offset_{key}"] = np.float32(offset[key])
+            del i
+        geo = "HDFEOS/SWATHS/PRS_L1_HCO/Geolocation Fields"
+        for suffix in ("SWIR", "VNIR"):
+            h5.create_dataset(f"{geo}/Latitude_{suffix}", data=lat.astype(np.float32))
+            h5.create_dataset(f"{geo}/Longitude_{suffix}", data=lon.astype(np.float32))
+        h5.attrs["Product_StartTime"] = np.bytes_(f"{start[:4]}-{start[4:6]}-{start[6:8]}T{start[8:10]}:"
+                                                  f"{start[10:12]}:{start[12:14]}.000000")
+        h5.attrs["Product_ID"] = np.bytes_("PRS_L1_STD")
+        h5.attrs["synthetic"] = np.bytes_("true")
+        h5.attrs["synthetic_note"] = np.bytes_("synthetic PRISMA L1 scene made by eo_pipeline.samples.hyperspectral")
+        h5.attrs["planted_plume"] = np.bytes_("none" if plume is None else repr({k: plume[k] for k in sorted(plume)}))
     tmp.replace(path)
     return path
