@@ -15,8 +15,10 @@ into the output folder:
 * ``quicklook.png`` - the enhancement with the plume outlines.
 
 The maps are Cloud-Optimized GeoTIFFs on the cube's own pixel grid (row = line, column =
-sample) in its CRS for orthorectified cubes, on the GLT grid for cubes with one, and on
-the bare pixel grid (no CRS, a warning) otherwise. Every file is written under a
+sample) in its CRS for orthorectified cubes, on the GLT grid for cubes with one, on a
+lon/lat grid at the pixels' spacing (nearest pixel, :func:`lookup_table`) for cubes in
+sensor geometry with per-pixel lon/lat only (PRISMA), and on the bare pixel grid (no
+CRS, a warning) otherwise. Every file is written under a
 temporary name and renamed when complete.
 """
 
@@ -76,6 +78,55 @@ def orthorectify(result: xr.Dataset) -> xr.Dataset:
     out.coords["x"] = ("sample", t.c + t.a * (np.arange(cols) + 0.5), {"units": units})
     out.coords["y"] = ("line", t.f + t.e * (np.arange(rows) + 0.5), {"units": units})
     return out
+
+
+def lookup_table(lon: np.ndarray, lat: np.ndarray) -> dict[str, Any]:
+    """A geometry lookup table for a sensor-geometry cube that has none (PRISMA, unorthorectified ENVI).
+
+    The grid is regular in lon/lat (EPSG:4326) with the pixels' median spacing along
+    and across track; each cell takes its nearest pixel centre (in metres, on a local
+    tangent plane) if that lies within one pixel spacing, else it is empty. Returns
+    ``glt_sample``/``glt_line`` (0-based, -1 empty) and the ``glt_spatial_ref`` coordinate.
+    """
+    from affine import Affine
+    from scipy.spatial import cKDTree
+
+    from .readers.radiance import spatial_ref_attrs
+
+    ok = np.isfinite(lon) & np.isfinite(lat)
+    if ok.sum() < 4:
+        raise GridError("the cube has too few pixels with lon/lat to be orthorectified")
+    lat0 = float(np.nanmedian(lat))
+    kx = 111320.0 * np.cos(np.radians(lat0))
+    ky = 110574.0
+
+    def spacing(axis: int) -> float:
+        d = np.hypot(np.diff(lon, axis=axis) * kx, np.diff(lat, axis=axis) * ky)
+        return float(np.nanmedian(d)) if d.size else float("nan")
+
+    step_m = np.nanmin([spacing(0), spacing(1)])
+    if not np.isfinite(step_m) or step_m <= 0:
+        raise GridError("the cube's lon/lat do not change from pixel to pixel: cannot orthorectify it")
+    dlon, dlat = step_m / kx, step_m / ky
+    west, east = float(np.nanmin(lon)) - dlon, float(np.nanmax(lon)) + dlon
+    south, north = float(np.nanmin(lat)) - dlat, float(np.nanmax(lat)) + dlat
+    cols, rows = int(np.ceil((east - west) / dlon)), int(np.ceil((north - south) / dlat))
+    lines, samples = np.nonzero(ok)
+    tree = cKDTree(np.column_stack([lon[ok] * kx, lat[ok] * ky]))
+    gy, gx = np.indices((rows, cols))
+    cx, cy = west + (gx + 0.5) * dlon, north - (gy + 0.5) * dlat
+    dist, idx = tree.query(np.column_stack([cx.ravel() * kx, cy.ravel() * ky]), distance_upper_bound=step_m)
+    hit = np.isfinite(dist)
+    gs = np.full(rows * cols, -1, np.int32)
+    gl = np.full(rows * cols, -1, np.int32)
+    gs[hit], gl[hit] = samples[idx[hit]], lines[idx[hit]]
+    t = Affine(dlon, 0.0, west, 0.0, -dlat, north)
+    attrs = {"long_name": "0-based {} of the nearest sensor pixel, -1 empty (built from lon/lat)"}
+    return {"glt_sample": (("ortho_y", "ortho_x"), gs.reshape(rows, cols), {"long_name": attrs["long_name"].format(
+                "sample")}),
+            "glt_line": (("ortho_y", "ortho_x"), gl.reshape(rows, cols), {"long_name": attrs["long_name"].format(
+                "line")}),
+            "glt_spatial_ref": ((), 0, spatial_ref_attrs("EPSG:4326", t))}
 
 
 def pixel_transform(ds: xr.Dataset | xr.DataArray) -> tuple[Any, str | None]:
@@ -241,6 +292,10 @@ def run_plumes(
     for name in ("glt_sample", "glt_line"):
         if name in lazy:
             result[name] = lazy[name]
+    if "x" not in result.coords and "glt_sample" not in result and "lon" in result.coords:
+        glt = lookup_table(result["lon"].values, result["lat"].values)
+        ref = glt.pop("glt_spatial_ref")
+        result = result.assign(**glt).assign_coords(glt_spatial_ref=ref)
     if "x" not in result.coords and "glt_sample" in result:
         result = orthorectify(result)
     else:
