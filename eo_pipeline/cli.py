@@ -270,6 +270,11 @@ def _cmd_readers(args: argparse.Namespace) -> int:
         params = inspect.signature(reader.open).parameters
         opts = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
         print(f"{name:18s} {reader.description}; files like {', '.join(reader.file_patterns)}; options: {', '.join(opts)}")
+    from .readers.radiance import RADIANCE_DESCRIPTIONS, radiance_readers
+
+    print("radiance cubes (eo-pipeline plumes; option: fwhm_nm):")
+    for name in radiance_readers():
+        print(f"{name:18s} {RADIANCE_DESCRIPTIONS.get(name, 'third-party radiance reader')}")
     return 0
 
 

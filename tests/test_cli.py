@@ -94,6 +94,7 @@ def test_readers_and_grids_listing(capsys):
     assert main(["readers"]) == 0
     out = capsys.readouterr().out
     assert "s5p_ch4" in out and "variant" in out
+    assert "envi" in out and "emit_l1b_rad" in out and "prisma_l1" in out
     assert main(["grids"]) == 0
     assert "global_0p01" in capsys.readouterr().out
 
@@ -109,7 +110,8 @@ def test_info_on_real_whole_orbit():
     assert proc.stderr.count("warning") == 2  # no qa_value, no bias-corrected column
 
 
-@pytest.mark.parametrize("command", ["info", "run", "grid", "forest", "make-samples", "readers", "grids"])
+@pytest.mark.parametrize("command", ["info", "run", "grid", "forest", "plumes", "fetch-data", "make-samples",
+                                     "readers", "grids"])
 def test_every_command_has_help(command, capsys):
     from eo_pipeline.cli import main
 

@@ -36,7 +36,8 @@ from pyproj import CRS
 
 from ..errors import InputFileNotFoundError, UnknownProductError
 
-__all__ = ["RADIANCE_READERS", "open_radiance", "detect_radiance_reader", "spatial_ref_attrs"]
+__all__ = ["RADIANCE_READERS", "RADIANCE_DESCRIPTIONS", "radiance_readers", "open_radiance",
+           "detect_radiance_reader", "spatial_ref_attrs"]
 
 RADIANCE_READERS: dict[str, str] = {
     "envi": "eo_pipeline.readers.envi:open_envi",
@@ -44,11 +45,22 @@ RADIANCE_READERS: dict[str, str] = {
     "prisma_l1": "eo_pipeline.readers.prisma:open_prisma",
 }
 ENTRY_POINT_GROUP = "eo_pipeline.radiance_readers"
+#: What each built-in radiance reader reads (``eo-pipeline readers``).
+RADIANCE_DESCRIPTIONS = {
+    "envi": "ENVI radiance cubes (AVIRIS-NG/AVIRIS-3 *_rdn* + .hdr; BSQ, BIL or BIP; _loc, _glt, _obs side files)",
+    "emit_l1b_rad": "EMIT L1B radiance (EMIT_L1B_RAD_001_*.nc; radiance, band parameters, location, GLT)",
+    "prisma_l1": "PRISMA L1 radiance (PRS_L1_STD_OFFL_*.he5; HCO VNIR and SWIR cubes, SWIR geolocation)",
+}
 
 
 def _load(target: str) -> Any:
     module, _, func = target.partition(":")
     return getattr(import_module(module), func)
+
+
+def radiance_readers() -> dict[str, str]:
+    """Name -> ``module:function`` of every radiance reader (built-in, then entry points)."""
+    return _readers()
 
 
 def _readers() -> dict[str, str]:
