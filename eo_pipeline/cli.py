@@ -216,7 +216,8 @@ def _cmd_plumes(args: argparse.Namespace) -> int:
 
     result = run_plumes(args.radiance, args.output, fwhm_nm=args.fwhm, wind_speed=args.wind_speed,
                         wind_speed_uncertainty=args.wind_speed_uncertainty, sensor=args.sensor,
-                        threshold=args.threshold, passes=args.passes, ueff=args.ueff, grid=args.grid)
+                        threshold=args.threshold, passes=args.passes, ueff=args.ueff, grid=args.grid,
+                        albedo_correction=not args.no_albedo_correction)
     for o in result["outputs"]:
         print(o)
     if not args.quiet:
@@ -410,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plume mask threshold, ppm m (default: twice the scene's noise)")
     s.add_argument("--passes", type=int, default=2, help="matched-filter passes (default 2)")
     s.add_argument("--grid", default=None, help="also write the enhancement on this named grid")
+    s.add_argument("--no-albedo-correction", action="store_true",
+                   help="find plumes on the plain matched-filter enhancement (default: the albedo-corrected one)")
     s.set_defaults(func=_cmd_plumes)
 
     s = sub.add_parser("fetch-data", parents=[common],

@@ -163,6 +163,7 @@ class PlumesConfig(_Model):
     passes: int = Field(2, ge=1, le=10)
     window_nm: tuple[float, float] = (2100.0, 2450.0)
     grid: str | GridConfig | None = Field(None, description="also average the enhancement onto this grid")
+    albedo_correction: bool = Field(True, description="plumes from the albedo-corrected enhancement (else plain)")
 
 
 class OutputConfig(_Model):

@@ -621,7 +621,8 @@ def plume_outputs(cfg: JobConfig, cube: Path, scene: str, out_dir: Path) -> list
     assert f is not None
     run = run_plumes(cube, out_dir, fwhm_nm=f.fwhm_nm, wind_speed=f.wind_speed,
                      wind_speed_uncertainty=f.wind_speed_uncertainty, sensor=f.sensor, threshold=f.threshold,
-                     passes=f.passes, window_nm=f.window_nm, ueff=f.ueff, grid=cfg.plume_grid(), prefix=f"{scene}_")
+                     passes=f.passes, window_nm=f.window_nm, ueff=f.ueff, grid=cfg.plume_grid(), prefix=f"{scene}_",
+                     albedo_correction=f.albedo_correction)
     georef = "x" in run["result"].coords
     span = {k: v for k, v in (("start", run.get("time", "")), ("end", run.get("time", ""))) if v}
     out = []

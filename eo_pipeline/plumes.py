@@ -244,6 +244,7 @@ def find_plumes(
     surface_pressure_pa: float = SURFACE_PRESSURE_PA,
     surface_temperature_k: float = SURFACE_TEMPERATURE_K,
     return_labels: bool = False,
+    variable: str = "ch4_enhancement",
 ) -> Any:
     """Plumes of a CH4 enhancement map with their IME and emission rates.
 
@@ -274,6 +275,10 @@ def find_plumes(
         Surface conditions of the ppm m -> kg m-2 conversion.
     return_labels : bool
         Also return the label image (0 background, plume ids 1..n).
+    variable : str
+        With a Dataset: which enhancement to use (``ch4_enhancement``, or
+        ``ch4_enhancement_albedo_corrected``, what ``eo-pipeline plumes`` uses); its
+        uncertainty is ``<variable>_uncertainty``.
 
     Returns
     -------
@@ -282,7 +287,8 @@ def find_plumes(
         ``max_lon``/``max_lat``, ``pixels``, ``area_m2``, ``length_m``,
         ``max_ppm_m``, ``mean_ppm_m``, ``ime_kg``, ``ime_uncertainty_kg``,
         ``wind_speed_m_s``, ``wind_speed_uncertainty_m_s``, ``ueff_m_s``,
-        ``emission_kg_h``, ``emission_uncertainty_kg_h``, ``sensor``, ``threshold_ppm_m``;
+        ``emission_kg_h``, ``emission_uncertainty_kg_h``, ``sensor``, ``threshold_ppm_m``,
+        ``enhancement`` (the variable used);
         with ``return_labels``, ``(table, labels)``.
     """
     import geopandas as gpd
@@ -290,9 +296,11 @@ def find_plumes(
     instrument = enhancement.attrs.get("instrument")
     if isinstance(enhancement, xr.Dataset):
         ds = enhancement
-        if uncertainty is None and "ch4_enhancement_uncertainty" in ds:
-            uncertainty = ds["ch4_enhancement_uncertainty"]
-        enhancement = ds["ch4_enhancement"]
+        if variable not in ds:
+            raise ReaderOptionError(f"the dataset has no {variable!r}; it has {', '.join(map(str, ds.data_vars))}")
+        if uncertainty is None and f"{variable}_uncertainty" in ds:
+            uncertainty = ds[f"{variable}_uncertainty"]
+        enhancement = ds[variable]
         instrument = enhancement.attrs.get("instrument", instrument)
     e = np.asarray(enhancement.values, dtype=np.float64)
     sig = None if uncertainty is None else np.asarray(uncertainty.values, dtype=np.float64)
@@ -347,13 +355,13 @@ def find_plumes(
             "wind_speed_uncertainty_m_s": float("nan") if wind_speed_uncertainty is None
             else float(wind_speed_uncertainty),
             "ueff_m_s": ue, "emission_kg_h": q, "emission_uncertainty_kg_h": qs,
-            "sensor": sensor_name or "", "threshold_ppm_m": float(threshold),
+            "sensor": sensor_name or "", "threshold_ppm_m": float(threshold), "enhancement": str(enhancement.name),
         })
         geoms.append(_outline(labels, i, enhancement))
     columns = ["plume_id", "lon", "lat", "max_lon", "max_lat", "line", "sample", "pixels", "area_m2", "length_m",
                "max_ppm_m", "mean_ppm_m", "ime_kg", "ime_uncertainty_kg", "wind_speed_m_s",
                "wind_speed_uncertainty_m_s", "ueff_m_s", "emission_kg_h", "emission_uncertainty_kg_h", "sensor",
-               "threshold_ppm_m"]
+               "threshold_ppm_m", "enhancement"]
     import pandas as pd
 
     frame = pd.DataFrame(rows_out, columns=columns)
