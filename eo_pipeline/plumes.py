@@ -3,13 +3,15 @@
 
 Masks
 -----
-A pixel belongs to a plume candidate where its enhancement exceeds the ``threshold``
-(ppm m; default twice the scene's noise, the median of ``ch4_enhancement_uncertainty``
-or, without it, 1.4826 x the median absolute deviation); a candidate is kept if it
-reaches twice the threshold somewhere (hysteresis, scikit-image
-``apply_hysteresis_threshold``) and has at least ``min_pixels`` pixels after a
-morphological closing (3 x 3), hole filling and a one-pixel growth (``grow``, so that the
-tails just below the threshold count in the IME); connected components (8-neighbourhood,
+A pixel belongs to a plume candidate where its enhancement exceeds twice its own noise
+(:func:`noise_map`: 1.4826 x the median absolute deviation of the map among pixels of
+similar albedo factor, never below the filter's uncertainty), or a ``threshold`` in
+ppm m given by the user; a candidate is kept if its core reaches twice that (four times
+the noise), or more in large scenes so that noise alone makes about one false core in
+twenty scenes (:func:`core_factor`; hysteresis, scikit-image
+``apply_hysteresis_threshold``), and if it has at least ``min_pixels`` pixels after a
+morphological closing (3 x 3) and hole filling; a one-pixel growth (``grow``) makes the
+tails just below the threshold count in the IME; connected components (8-neighbourhood,
 ``skimage.measure.label``) are the plumes.
 
 Integrated mass enhancement and emission rate (Frankenberg et al. 2016, PNAS 113, 9734;
@@ -22,7 +24,7 @@ J mol-1 K-1: k = 6.784e-7 kg m-2 (ppm m)-1; pressure and temperature can be give
 ``Q = U_eff IME / L`` with ``L = sqrt(plume area)`` and ``U_eff = a + b U10`` from the
 per-sensor calibration table (``configs/plume_calibration.yaml``), in kg s-1, reported
 in kg h-1. Uncertainty: ``sigma_IME = k sqrt(sum_i (sigma_i A_i)^2)`` from the per-pixel
-retrieval noise, ``sigma_Ueff = b sigma_U10`` from the wind's uncertainty, combined in
+noise (:func:`noise_map`), ``sigma_Ueff = b sigma_U10`` from the wind's uncertainty, combined in
 quadrature: ``(sigma_Q / Q)^2 = (sigma_IME / IME)^2 + (sigma_Ueff / U_eff)^2``.
 """
 
@@ -42,6 +44,8 @@ from .errors import ConfigError, ReaderOptionError
 
 __all__ = [
     "find_plumes",
+    "noise_map",
+    "core_factor",
     "plume_labels",
     "pixel_area_m2",
     "load_calibration",
@@ -169,20 +173,59 @@ def _to_lonlat(ds: xr.Dataset | xr.DataArray, rows: np.ndarray, cols: np.ndarray
 
 
 # ------------------------------------------------------------------ masks
-def noise_level(enhancement: np.ndarray, uncertainty: np.ndarray | None = None) -> float:
-    """The scene's 1-sigma noise, ppm m: median uncertainty, else 1.4826 x MAD."""
-    if uncertainty is not None and np.isfinite(uncertainty).any():
-        return float(np.nanmedian(uncertainty))
-    finite = enhancement[np.isfinite(enhancement)]
-    if finite.size == 0:
-        return float("nan")
-    return float(1.4826 * np.median(np.abs(finite - np.median(finite))))
+def noise_map(enhancement: np.ndarray, albedo: np.ndarray | None = None, *, min_pixels: int = 200,
+              max_bins: int = 10) -> np.ndarray:
+    """Each pixel's 1-sigma noise, ppm m, measured from the map itself (a pure kernel).
+
+    The matched filter's noise changes with the brightness of the ground (bright pixels
+    carry more scene clutter in absolute terms): pixels are grouped by their albedo factor
+    into quantile bins of at least ``min_pixels`` (at most ``max_bins`` bins), and each bin's
+    noise is 1.4826 x its median absolute deviation (robust to the few plume pixels in
+    it). Without an albedo factor, one value for the whole map.
+    """
+    e = np.asarray(enhancement, dtype=np.float64)
+    out = np.full(e.shape, np.nan)
+    finite = np.isfinite(e)
+    if not finite.any():
+        return out
+
+    def mad(v: np.ndarray) -> float:
+        return float(1.4826 * np.median(np.abs(v - np.median(v)))) if v.size else float("nan")
+
+    if albedo is None:
+        out[finite] = mad(e[finite])
+        return out
+    r = np.asarray(albedo, dtype=np.float64)
+    ok = finite & np.isfinite(r)
+    nbins = int(max(1, min(max_bins, ok.sum() // max(1, min_pixels))))
+    edges = np.quantile(r[ok], np.linspace(0.0, 1.0, nbins + 1))
+    which = np.clip(np.searchsorted(edges, r, side="right") - 1, 0, nbins - 1)
+    for b in range(nbins):
+        sel = ok & (which == b)
+        out[sel] = mad(e[sel])
+    out[finite & ~ok] = mad(e[ok]) if ok.any() else mad(e[finite])
+    return out
 
 
-def plume_labels(enhancement: np.ndarray, threshold: float, *, min_pixels: int = 5, grow: int = 1) -> np.ndarray:
+def core_factor(n_pixels: int, false_alarms: float = 0.05) -> float:
+    """How many times the extent threshold a plume's core must reach, for a map of ``n_pixels``.
+
+    2 (a core at four times the noise for the default extent of twice the noise), or more
+    in large scenes: the core's significance ``z`` is chosen so that white noise exceeds
+    it in ``false_alarms`` pixels per scene on average, ``z = Phi^-1(1 - false_alarms / n)``
+    (about 4 for an AVIRIS-NG crop, 5.4 for a 1280 x 1242 EMIT scene).
+    """
+    from scipy.stats import norm
+
+    z = float(norm.isf(false_alarms / max(1, int(n_pixels))))
+    return max(2.0, z / 2.0)
+
+
+def plume_labels(enhancement: np.ndarray, threshold: float, *, min_pixels: int = 5, grow: int = 1,
+                 core: float = 2.0) -> np.ndarray:
     """Label image of the plumes (0 = background, 1..n), a pure kernel.
 
-    Pixels above ``threshold`` connected to a pixel above ``2 threshold`` (hysteresis),
+    Pixels above ``threshold`` connected to a pixel above ``core x threshold`` (hysteresis),
     closed with a 3 x 3 square, holes filled, components of fewer than ``min_pixels``
     pixels dropped, grown by ``grow`` pixels (so that the tails below the threshold count
     in the IME), labelled with 8-connectivity (scikit-image).
@@ -193,7 +236,7 @@ def plume_labels(enhancement: np.ndarray, threshold: float, *, min_pixels: int =
     e = np.where(np.isfinite(enhancement), enhancement, -np.inf)
     if not np.isfinite(threshold) or threshold <= 0:
         raise ReaderOptionError(f"plume threshold must be > 0 ppm m, got {threshold}")
-    mask = filters.apply_hysteresis_threshold(e, threshold, 2.0 * threshold)
+    mask = filters.apply_hysteresis_threshold(e, threshold, core * threshold)
     square = np.ones((3, 3), bool)
     if mask.any():
         mask = ndimage.binary_closing(mask, square, border_value=0) | mask
@@ -255,7 +298,7 @@ def find_plumes(
         :func:`eo_pipeline.ch4_matched_filter` also gives its uncertainty), with ``x``/``y``
         and ``spatial_ref`` (orthorectified) or ``lon``/``lat`` coordinates.
     threshold : float, optional
-        Mask threshold, ppm m (default twice the scene's noise).
+        Mask threshold, ppm m (default: twice each pixel's noise, :func:`noise_map`).
     wind_speed : float, optional
         10 m wind speed U10, m s-1; without it the emission rate is NaN.
     sensor : str, optional
@@ -294,8 +337,10 @@ def find_plumes(
     import geopandas as gpd
 
     instrument = enhancement.attrs.get("instrument")
+    albedo = None
     if isinstance(enhancement, xr.Dataset):
         ds = enhancement
+        albedo = ds["albedo_factor"] if "albedo_factor" in ds else None
         if variable not in ds:
             raise ReaderOptionError(f"the dataset has no {variable!r}; it has {', '.join(map(str, ds.data_vars))}")
         if uncertainty is None and f"{variable}_uncertainty" in ds:
@@ -304,10 +349,18 @@ def find_plumes(
         instrument = enhancement.attrs.get("instrument", instrument)
     e = np.asarray(enhancement.values, dtype=np.float64)
     sig = None if uncertainty is None else np.asarray(uncertainty.values, dtype=np.float64)
-    noise = noise_level(e, sig)
-    if threshold is None:
+    # the noise as the map shows it (per albedo bin); never below the filter's own estimate
+    noise_px = noise_map(e, None if albedo is None else np.asarray(albedo.values, dtype=np.float64))
+    if sig is not None:
+        noise_px = np.fmax(noise_px, sig)
+    noise = float(np.nanmedian(noise_px)) if np.isfinite(noise_px).any() else float("nan")
+    if threshold is None:  # significance: twice each pixel's noise (hysteresis to four times)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            labels = plume_labels(e / noise_px, 2.0, min_pixels=min_pixels,
+                                  core=core_factor(int(np.isfinite(e).sum())))
         threshold = 2.0 * noise
-    labels = plume_labels(e, float(threshold), min_pixels=min_pixels)
+    else:
+        labels = plume_labels(e, float(threshold), min_pixels=min_pixels)
     area = pixel_area_m2(enhancement)
     k = mass_per_ppm_m(surface_pressure_pa, surface_temperature_k)
     sensor_name = sensor or instrument
@@ -330,7 +383,7 @@ def find_plumes(
         vals = np.where(np.isfinite(e[sel]), e[sel], 0.0)
         a_pix = area[sel]
         ime = k * float(np.sum(vals * a_pix))
-        sig_pix = sig[sel] if sig is not None else np.full(vals.shape, noise)
+        sig_pix = np.where(np.isfinite(noise_px[sel]), noise_px[sel], noise)
         ime_sig = k * float(np.sqrt(np.nansum((sig_pix * a_pix) ** 2)))
         plume_area = float(a_pix.sum())
         length = math.sqrt(plume_area)

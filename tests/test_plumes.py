@@ -400,6 +400,23 @@ def test_pixel_area_on_lonlat_grid():
     assert area[0, 0] == pytest.approx(abs(a), rel=1e-6)
 
 
+def test_noise_map_follows_the_albedo_and_large_scenes_need_stronger_cores():
+    from eo_pipeline.plumes import core_factor, noise_map
+
+    rng = np.random.default_rng(7)
+    albedo = np.where(np.arange(600)[:, None] < 300, 0.6, 1.8) * np.ones((600, 600))
+    sigma = np.where(albedo > 1, 300.0, 100.0)  # bright ground: more clutter in ppm m
+    e = rng.normal(0.0, 1.0, albedo.shape) * sigma
+    nm = noise_map(e, albedo)
+    np.testing.assert_allclose(nm[albedo > 1], 300.0, rtol=0.03)
+    np.testing.assert_allclose(nm[albedo < 1], 100.0, rtol=0.03)
+    assert core_factor(750) == 2.0 and core_factor(1280 * 1242) == pytest.approx(2.7, abs=0.05)
+    ds = _utm_map(e).assign(albedo_factor=(("line", "sample"), albedo))
+    assert len(find_plumes(ds)) == 0  # 360 000 pixels of noise of two levels: no plume
+    # one scene-wide noise (without the albedo) would find false plumes on the bright half
+    assert len(find_plumes(_utm_map(e))) > 0
+
+
 def test_noise_alone_gives_no_plume():
     rng = np.random.default_rng(0)
     e = rng.normal(0, 150.0, (120, 120))
