@@ -613,3 +613,21 @@ def test_job_with_plume_stage_is_resumable_and_catalogued(tmp_path):
 
     loaded = odc.stac.load([item], bands=["ch4_enhancement"])
     np.testing.assert_array_equal(loaded["ch4_enhancement"].isel(time=0).values, cog)
+
+
+def test_plume_job_on_a_local_cluster_gives_the_same_maps(tmp_path):
+    import rasterio
+
+    path = write_emit_l1b(tmp_path / "in", lines=60, samples=50, plume={"centre": (30, 25), "peak": 3000.0,
+                                                                         "sigma": 3.0})
+    maps = {}
+    for name, extra in (("threads", ""), ("cluster", "cluster: {type: local, workers: 2}\n")):
+        cfg = tmp_path / f"{name}.yaml"
+        cfg.write_text(f"name: p\nplumes:\n  inputs: [in/*.nc]\ngridding: {{grid: global_0p1}}\n"
+                       f"output: {{dir: out_{name}}}\n{extra}")
+        run = subprocess.run([*CLI, "run", str(cfg), "-q"], capture_output=True, text=True, cwd=tmp_path)
+        assert run.returncode == 0, run.stderr
+        with rasterio.open(tmp_path / f"out_{name}" / f"{path.stem}_ch4_enhancement.tif") as src:
+            maps[name] = (src.read(), src.transform, src.crs)
+    np.testing.assert_array_equal(maps["threads"][0], maps["cluster"][0])
+    assert maps["threads"][1:] == maps["cluster"][1:]
