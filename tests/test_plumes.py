@@ -631,3 +631,50 @@ def test_plume_job_on_a_local_cluster_gives_the_same_maps(tmp_path):
             maps[name] = (src.read(), src.transform, src.crs)
     np.testing.assert_array_equal(maps["threads"][0], maps["cluster"][0])
     assert maps["threads"][1:] == maps["cluster"][1:]
+
+
+def test_envi_sensor_geometry_with_loc_and_glt_side_files(tmp_path):
+    """An unorthorectified AVIRIS-NG-style delivery: _rdn cube (BIL), _loc (lon, lat, elev), _glt (+map info)."""
+    import rasterio
+
+    from eo_pipeline.plume_stage import run_plumes
+    from eo_pipeline.samples.hyperspectral import synthetic_radiance
+
+    lines, samples = 90, 40
+    wave = np.arange(380.0, 2510.0, 5.0)
+    cube = synthetic_radiance(lines, samples, wave, np.full(wave.size, 6.0), seed=3)
+    cube = plant_plume(cube, wave, np.full(wave.size, 6.0), gaussian_plume_ppm_m((lines, samples), (45, 20)))
+    waves = "wavelength units = Nanometers\nwavelength = {" + ", ".join(f"{w:.2f}" for w in wave) + "}\n"
+    _write_envi(tmp_path, "ang20230101t120000_rdn_v2z1", cube, "bil", extra=waves)
+    ll, ss = np.indices((lines, samples), dtype=np.float64)
+    lon = -110.0 + ss * 1e-4
+    lat = 40.0 - ll * 1e-4
+    loc = np.stack([lon, lat, np.full(lon.shape, 1500.0)], axis=-1)
+    order = loc.transpose(0, 2, 1)  # BIL
+    (tmp_path / "ang20230101t120000_loc").write_bytes(order.astype("<f8").tobytes())
+    (tmp_path / "ang20230101t120000_loc.hdr").write_text(
+        f"ENVI\nsamples = {samples}\nlines = {lines}\nbands = 3\nheader offset = 0\ndata type = 5\n"
+        "interleave = bil\nbyte order = 0\n")
+    # GLT: a north-up grid of the same pixels, flipped east-west, one empty column
+    glt = np.zeros((lines, samples + 1, 2), np.int32)
+    glt[:, 1:, 0] = (samples - np.arange(samples))[None, :]  # 1-based sample
+    glt[:, 1:, 1] = (np.arange(lines) + 1)[:, None]  # 1-based line
+    (tmp_path / "ang20230101t120000_glt").write_bytes(glt.transpose(2, 0, 1).astype("<i4").tobytes())
+    (tmp_path / "ang20230101t120000_glt.hdr").write_text(
+        f"ENVI\nsamples = {samples + 1}\nlines = {lines}\nbands = 2\nheader offset = 0\ndata type = 3\n"
+        "interleave = bsq\nbyte order = 0\nmap info = {UTM, 1, 1, 500000, 4400000, 5, 5, 12, North, WGS-84}\n")
+    ds = open_radiance(tmp_path / "ang20230101t120000_rdn_v2z1")
+    assert ds.attrs["time"] == "2023-01-01T12:00:00Z" and ds.attrs["instrument"] == "AVIRIS-NG"
+    np.testing.assert_allclose(ds.lon.values, lon)
+    np.testing.assert_allclose(ds.lat.values, lat)
+    assert ds.glt_sample.shape == (lines, samples + 1) and (ds.glt_sample.values[:, 0] == -1).all()
+    assert ds.glt_sample.values[0, 1] == samples - 1 and ds.glt_line.values[5, 3] == 5
+    run = run_plumes(ds.attrs["source_file"], tmp_path / "out", ueff=(0.4, 0.3), wind_speed=3.0)
+    with rasterio.open(tmp_path / "out" / "ch4_enhancement.tif") as src:
+        assert src.crs.to_epsg() == 32612 and src.transform.c == 500000.0 and src.transform.a == 5.0
+        data = src.read(1)
+    assert np.isnan(data[:, 0]).all()
+    r, c = np.unravel_index(np.nanargmax(data), data.shape)
+    # sensor (45, 20) sits at GLT column samples - 20 (the grid is flipped east-west, column 0 empty)
+    assert abs(r - 45) <= 2 and abs(c - (samples - 20)) <= 2
+    assert len(run["plumes"]) == 1
