@@ -21,6 +21,7 @@ import bench_cluster  # noqa: E402
 import bench_forest  # noqa: E402
 import bench_gridding  # noqa: E402
 import bench_month  # noqa: E402
+import bench_plumes  # noqa: E402
 import bench_read  # noqa: E402
 import bench_userpath  # noqa: E402
 
@@ -153,13 +154,58 @@ def _cluster_section(c: dict) -> list[str]:
         f"median of {c['repeats']} alternating runs:", "",
         "| workers | time | largest process (GNU time max RSS) |", "|---|---|---|",
         f"| 1 | {_fmt(s[1])} | {p[1]:.0f} MB |", f"| 2 | {_fmt(s[2])} | {p[2]:.0f} MB |", "",
-        f"2 workers / 1 worker: **{c['speedup_2_vs_1']:.2f}x** faster (target >= {c['targets']['speedup_2_vs_1']}x).", ""]
+        f"2 workers / 1 worker: **{c['speedup_2_vs_1']:.2f}x** faster "
+        f"(target >= {c['targets']['speedup_2_vs_1']}x).", ""]
+
+
+def _plumes_section(r: dict) -> list[str]:
+    lines = ["## Hyperspectral plumes (EMIT-sized scene)", ""]
+    if "skipped" in r:
+        return lines + [f"skipped: {r['skipped']}", ""]
+    s, t = r["scene"], r["targets"]
+    c, p, k = r["command"], r["python_call"], r["kernel"]
+    lines += [f"Synthetic EMIT L1B scene `{s['file']}` ({s['lines']} lines x {s['samples']} samples x 285 bands, "
+              f"float32, {s['mb']:.0f} MB, plume of {s['plume']['peak']:.0f} ppm m planted at line/sample "
+              f"{tuple(s['plume']['centre'])}), {r['machine']['cpus']} cores, {r['machine']['memory_gib']:.0f} GiB. "
+              f"Target: under {t['seconds']:.0f} s and {t['peak_mb']:.0f} MB peak.", "",
+              "| what | time | peak memory (GNU time max RSS) | within target |", "|---|---|---|---|"]
+    if "skipped" in c:
+        lines.append(f"| `eo-pipeline plumes RADIANCE --wind-speed 4 -o OUT` (whole process) | skipped: "
+                     f"{c['skipped']} | - | - |")
+    else:
+        lines.append(f"| `eo-pipeline plumes RADIANCE --wind-speed 4 -o OUT` (whole process) "
+                     f"| **{_fmt(c['seconds'])}** | **{c['peak_mb']:.0f} MB** | {'yes' if c['ok'] else '**no**'} |")
+    lines.append(f"| `run_plumes(path, out, wind_speed=4.0)` (the call; peak of its process) "
+                 f"| **{_fmt(p['seconds'])}** | **{p['peak_mb']:.0f} MB** | {'yes' if p['ok'] else '**no**'} |")
+    lines.append(f"| kernel: `ch4_matched_filter(cube).compute()`, {k['bands']} bands ({k['cube_mb']:.0f} MB) in "
+                 f"memory | {_fmt(k['seconds'])} | {k['peak_mb']:.0f} MB (process, loading included) | - |")
+    lines.append("")
+    for label, a in (("user path (orthorectified)", p.get("agreement")),
+                     ("user path, albedo-corrected", p.get("agreement_albedo_corrected")),
+                     ("kernel (sensor geometry)", k.get("agreement")),
+                     ("kernel, albedo-corrected", k.get("agreement_albedo_corrected"))):
+        if a:
+            lines.append(f"- {label}: retrieved / planted mean over the {a['pixels']} pixels above "
+                         f"{bench_plumes.PLANTED_MIN_PPM_M:.0f} ppm m: {a['retrieved_mean_ppm_m']:.0f} / "
+                         f"{a['planted_mean_ppm_m']:.0f} ppm m = **{a['ratio']:.2f}**")
+    lines.append(f"- plume table: {p['plumes']} plume(s) (1 planted) found on `{p.get('table_enhancement', '?')}`, "
+                 f"noise {p['noise_ppm_m']:.0f} ppm m")
+    pp = p.get("planted_plume")
+    if pp:
+        lines.append(f"- the planted plume's row: max {pp['max_ppm_m']:.0f} ppm m (planted "
+                     f"{r['scene']['plume']['peak']:.0f}), IME {pp['ime_kg']:.0f} kg "
+                     f"(planted {p['planted_ime_kg']:.0f} kg), {pp.get('emission_kg_h', float('nan')):.0f} +- "
+                     f"{pp.get('emission_uncertainty_kg_h', float('nan')):.0f} kg/h at 4 m/s")
+    elif "planted_plume_found" in p:
+        lines.append("- the planted plume is **not** in the table")
+    return lines + [""]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--repeats", type=int, default=9)
-    p.add_argument("--only", choices=["userpath", "month", "cluster", "read", "gridding", "anomaly", "forest"], default=None)
+    p.add_argument("--only", choices=["userpath", "month", "cluster", "read", "gridding", "anomaly", "forest",
+                                        "plumes"], default=None)
     args = p.parse_args(argv)
     report = {"machine": f"{platform.machine()} {platform.python_version()}", "when": time.strftime("%Y-%m-%d %H:%M")}
     lines: list[str] = []
@@ -190,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "forest"):
         report["forest"] = bench_forest.run()
         lines += _forest_section(report["forest"])
+    if args.only in (None, "plumes"):
+        report["plumes"] = bench_plumes.run()
+        lines += _plumes_section(report["plumes"])
     text = "\n".join(lines) + "\n"
     print(text)
     out = Path(__file__).resolve().parent / "results"
