@@ -273,25 +273,24 @@ class JobConfig(_Model):
                     out.append(p)
         return out
 
-    def plume_grid(self) -> GridSpec | None:
-        """The grid the plume maps are also averaged onto (None: none)."""
-        assert self.plumes is not None
-        g = self.plumes.grid
+    def _stage_grid(self, g: str | GridConfig | None, key: str) -> GridSpec | None:
+        """A stage's own grid: a name (built-in, grids files or ``grids:``) or inline; None: none."""
         if g is None:
             return None
         extra = {n: grid_from_mapping(n, c.model_dump(), f"grids.{n}") for n, c in self.grids.items()}
         if isinstance(g, str):
             return named_grid(g, extra)
-        return grid_from_mapping("plumes", g.model_dump(), "plumes.grid")
+        return grid_from_mapping(key.partition(".")[0], g.model_dump(), key)
+
+    def plume_grid(self) -> GridSpec | None:
+        """The grid the plume maps are also averaged onto (None: none)."""
+        assert self.plumes is not None
+        return self._stage_grid(self.plumes.grid, "plumes.grid")
 
     def forest_grid(self) -> GridSpec | None:
         """The forest stage's map grid (None: no maps)."""
         assert self.forest is not None
-        g = self.forest.grid
-        if g is None:
-            return None
-        extra = {n: grid_from_mapping(n, c.model_dump(), f"grids.{n}") for n, c in self.grids.items()}
-        return named_grid(g, extra) if isinstance(g, str) else grid_from_mapping("forest", g.model_dump(), "forest.grid")
+        return self._stage_grid(self.forest.grid, "forest.grid")
 
     def grid_spec(self, where: str = "config") -> GridSpec:
         """The gridding stage's target grid."""
