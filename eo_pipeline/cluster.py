@@ -163,9 +163,12 @@ def jobqueue_cluster(kind: str, options: dict[str, Any]) -> Any:
 
 def _client(choice: SchedulerChoice) -> tuple[Any, Any]:
     """Connect a ``distributed.Client``; returns it and the cluster started for it (or None)."""
+    import dask
     from distributed import Client, LocalCluster
 
-    timeout = "30s"
+    # how long to keep trying a scheduler that does not answer: dask's own setting
+    # (distributed.comm.timeouts.connect, 30 s by default; DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT)
+    timeout = dask.config.get("distributed.comm.timeouts.connect", "30s")
     if choice.kind == "address":
         try:
             return Client(choice.address, timeout=timeout, set_as_default=False), None
