@@ -28,10 +28,51 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
 
 
+def _radiance_info(path: str) -> dict[str, Any] | None:
+    """What ``info`` says of a radiance cube (None: the file is not one)."""
+    from pathlib import Path
+
+    from .errors import EOPipelineError
+    from .readers.radiance import detect_radiance_reader, open_radiance
+
+    p = Path(path)
+    if not p.is_file() and not Path(str(p) + ".hdr").is_file():
+        return None
+    try:  # by content; anything else (and any trouble) goes to the Level-2 readers, which say what is wrong
+        detect_radiance_reader(p)
+    except (EOPipelineError, OSError):
+        return None
+    cube = open_radiance(p)
+    lines, samples, bands = cube.radiance.shape
+    wave = cube.wavelength.values
+    geo = ("map grid (x/y, CRS)" if "x" in cube.coords else "geometry lookup table" if "glt_sample" in cube
+           else "per-pixel lon/lat" if "lon" in cube.coords else "none")
+    return {"file": str(p), "reader": cube.attrs["reader"], "instrument": cube.attrs["instrument"],
+            "lines": lines, "samples": samples, "bands": bands, "units": cube.radiance.attrs["units"],
+            "wavelength_nm": [float(wave.min()), float(wave.max())],
+            "fwhm_nm": [float(cube.fwhm.min()), float(cube.fwhm.max())], "fwhm_source": cube.fwhm.attrs["source"],
+            "geolocation": geo, "time": cube.attrs.get("time")}
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from .readers import open_product
     from .summary import summarize
 
+    if args.reader is None:
+        cube = _radiance_info(args.file)
+        if cube is not None:
+            if args.json:
+                print(json.dumps(cube, indent=1))
+                return 0
+            print(f"file:        {cube['file']}")
+            print(f"product:     radiance cube ({cube['instrument']}; reader {cube['reader']})")
+            print(f"size:        {cube['lines']} lines x {cube['samples']} samples x {cube['bands']} bands "
+                  f"[{cube['units']}]")
+            print(f"bands:       {cube['wavelength_nm'][0]:.1f}-{cube['wavelength_nm'][1]:.1f} nm, FWHM "
+                  f"{cube['fwhm_nm'][0]:.2f}-{cube['fwhm_nm'][1]:.2f} nm ({cube['fwhm_source']})")
+            print(f"geolocation: {cube['geolocation']}; time {cube['time'] or 'unknown'}")
+            print("next:        eo-pipeline plumes FILE -o OUTDIR")
+            return 0
     ds = open_product(args.file, qa_threshold=args.qa_threshold, reader=args.reader)
     info = summarize(ds)
     if args.json:
@@ -302,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument("-q", "--quiet", action="store_true",
                       help="no progress line and no closing summary (errors and warnings still show)")
 
-    s = sub.add_parser("info", parents=[common], help="describe a Level-2 product: product, time, counts, bbox")
+    s = sub.add_parser("info", parents=[common],
+                       help="describe a Level-2 product (product, time, counts, bbox) or a radiance cube")
     s.add_argument("file")
     s.add_argument("--qa-threshold", type=float, default=None,
                    help="quality threshold on the 0..1 scale (default: the product's; 0 = none)")

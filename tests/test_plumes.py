@@ -678,3 +678,14 @@ def test_envi_sensor_geometry_with_loc_and_glt_side_files(tmp_path):
     # sensor (45, 20) sits at GLT column samples - 20 (the grid is flipped east-west, column 0 empty)
     assert abs(r - 45) <= 2 and abs(c - (samples - 20)) <= 2
     assert len(run["plumes"]) == 1
+
+
+def test_info_describes_a_radiance_cube(tmp_path):
+    path = write_emit_l1b(tmp_path, lines=20, samples=10)
+    run = subprocess.run([*CLI, "info", str(path), "--json"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    info = json.loads(run.stdout)
+    assert info["reader"] == "emit_l1b_rad" and (info["lines"], info["samples"], info["bands"]) == (20, 10, 285)
+    assert info["geolocation"] == "geometry lookup table" and info["time"] == "2023-08-14T19:30:21Z"
+    run = subprocess.run([*CLI, "info", str(path)], capture_output=True, text=True)
+    assert "radiance cube (EMIT" in run.stdout and "eo-pipeline plumes" in run.stdout
