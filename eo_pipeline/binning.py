@@ -33,6 +33,7 @@ __all__ = [
     "Partial",
     "Tiling",
     "STATISTICS",
+    "ALL_STATISTICS",
     "DEFAULT_STATISTICS",
     "FIELDS",
     "check_statistics",
@@ -49,6 +50,9 @@ __all__ = [
 
 #: Order of the statistics in a finalized tile stack.
 STATISTICS: tuple[str, ...] = ("mean", "std", "count", "weight", "min", "max", "uncertainty")
+#: Every statistic a binning can give: :data:`STATISTICS` plus the ``srf`` method's
+#: ``num_samples`` (the summed spatial response, see :mod:`eo_pipeline._srf_kernel`).
+ALL_STATISTICS: tuple[str, ...] = (*STATISTICS, "num_samples")
 #: What jobs and the command line write unless told otherwise: the mean and how many
 #: soundings and how much footprint area stand behind it (what HARP's bin_spatial gives).
 DEFAULT_STATISTICS: tuple[str, ...] = ("mean", "count", "weight")
@@ -147,8 +151,11 @@ class Partial:
         Soundings whose uncertainty was not finite.
     vmin, vmax : float64 arrays
         Extremes of the (unshifted) values.
+    ns : float64 array or None
+        Sum of the spatial response function at the cell centre (``srf`` method's
+        ``num_samples``; None for the other methods).
 
-    ``swxx``, ``swwu``/``nu_missing`` and ``vmin``/``vmax`` are None when no requested
+    ``swxx``, ``swwu``/``nu_missing``, ``vmin``/``vmax`` and ``ns`` are None when no requested
     statistic needs them (see :func:`trim`): they are then neither merged nor held.
     ref : float
         Reference value subtracted before summing (units of the values).
@@ -174,13 +181,14 @@ class Partial:
     n_dropped: int = 0
     n_used: int = 0
     layer_counts: tuple[tuple[int, int, int], ...] = ()
+    ns: np.ndarray | None = None
 
     @classmethod
     def empty(cls, ref: float, n_dropped: int = 0) -> Partial:
         """A partial with no cells."""
         f = np.empty(0, np.float64)
         i = np.empty(0, np.int64)
-        return cls(i, i, f, f, f, f, i, f, f, ref, n_dropped)
+        return cls(i, i, f, f, f, f, i, f, f, ref, n_dropped, ns=f)
 
     def __len__(self) -> int:
         return int(self.idx.size)
@@ -192,31 +200,37 @@ class Partial:
 
 
 #: The per-cell arrays of a :class:`Partial`, in order.
-FIELDS: tuple[str, ...] = ("idx", "n", "sw", "swx", "swxx", "swwu", "nu_missing", "vmin", "vmax")
+FIELDS: tuple[str, ...] = ("idx", "n", "sw", "swx", "swxx", "swwu", "nu_missing", "vmin", "vmax", "ns")
+#: The optional arrays (None when no chosen statistic needs them).
+OPTIONAL: tuple[str, ...] = ("swxx", "swwu", "nu_missing", "vmin", "vmax", "ns")
 #: The optional arrays each statistic needs beyond ``idx``, ``n``, ``sw`` and ``swx``.
 NEEDS: dict[str, tuple[str, ...]] = {
     "mean": (), "count": (), "weight": (), "std": ("swxx",), "uncertainty": ("swwu", "nu_missing"),
-    "min": ("vmin",), "max": ("vmax",),
+    "min": ("vmin",), "max": ("vmax",), "num_samples": ("ns",),
 }
 
 
 def check_statistics(statistics: object) -> tuple[str, ...]:
-    """Validate a selection of statistics (order kept, duplicates removed); None or ``"all"`` means all."""
+    """Validate a selection of statistics (order kept, duplicates removed); None or ``"all"`` means all.
+
+    "All" is :data:`STATISTICS`; ``num_samples`` (:data:`ALL_STATISTICS`) may be named
+    too, and only the ``srf`` method can give it.
+    """
     if statistics is None or statistics == "all" or statistics == ["all"]:
         return STATISTICS
     if isinstance(statistics, str):
         statistics = [s.strip() for s in statistics.replace(" ", ",").split(",") if s.strip()]
     chosen = tuple(dict.fromkeys(str(s) for s in statistics))  # type: ignore[union-attr]
-    unknown = [s for s in chosen if s not in STATISTICS]
+    unknown = [s for s in chosen if s not in ALL_STATISTICS]
     if unknown or not chosen:
-        raise ValueError(f"unknown statistic(s) {unknown or '(none given)'}; choose from {', '.join(STATISTICS)}")
+        raise ValueError(f"unknown statistic(s) {unknown or '(none given)'}; choose from {', '.join(ALL_STATISTICS)}")
     return chosen
 
 
 def trim(p: Partial, statistics: tuple[str, ...]) -> Partial:
     """Drop the arrays no statistic in ``statistics`` needs (they are then not merged or held)."""
     keep = {f for s in statistics for f in NEEDS[s]}
-    drop = {f: None for f in ("swxx", "swwu", "nu_missing", "vmin", "vmax") if f not in keep and getattr(p, f) is not None}
+    drop = {f: None for f in OPTIONAL if f not in keep and getattr(p, f) is not None}
     return replace(p, **drop) if drop else p
 
 
@@ -229,7 +243,7 @@ def select(p: Partial, lo: int, hi: int) -> Partial:
     a, b = np.searchsorted(p.idx, [lo, hi])
     if a == 0 and b == p.idx.size:
         return replace(p, n_dropped=0, n_used=0, layer_counts=())
-    return Partial(*[None if (v := getattr(p, k)) is None else v[a:b].copy() for k in FIELDS], ref=p.ref)
+    return Partial(**{k: None if (v := getattr(p, k)) is None else v[a:b].copy() for k in FIELDS}, ref=p.ref)
 
 
 def dropped_of(p: Partial, layer: int | None = None) -> tuple[int, int]:
@@ -360,6 +374,8 @@ def _stat_values(p: Partial, sl: slice, keep: np.ndarray, stat: str) -> np.ndarr
         return p.vmin[sl][keep]
     if stat == "max":
         return p.vmax[sl][keep]
+    if stat == "num_samples":
+        return p.ns[sl][keep]
     mean_d = p.swx[sl][keep] / sw
     if stat == "mean":
         return mean_d + p.ref
@@ -368,11 +384,11 @@ def _stat_values(p: Partial, sl: slice, keep: np.ndarray, stat: str) -> np.ndarr
     if stat == "uncertainty":
         unc = np.sqrt(p.swwu[sl][keep]) / sw
         return np.where(p.nu_missing[sl][keep] > 0, np.nan, unc)
-    raise ValueError(f"unknown statistic {stat!r}; choose from {STATISTICS}")
+    raise ValueError(f"unknown statistic {stat!r}; choose from {ALL_STATISTICS}")
 
 
 #: Value of a cell without data, per statistic.
-EMPTY_VALUE: dict[str, float] = {s: (0.0 if s in ("count", "weight") else np.nan) for s in STATISTICS}
+EMPTY_VALUE: dict[str, float] = {s: (0.0 if s in ("count", "weight", "num_samples") else np.nan) for s in ALL_STATISTICS}
 
 
 def finalize_block(

@@ -190,6 +190,8 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     products = drop_duplicates(products)  # the same product twice would count its soundings twice
     stats = statistics_of(args.statistics)
     common = dict(method=args.method, weighting=args.weighting, statistics=("mean", *stats))
+    if args.method == "srf":
+        common.update(srf_shape=args.srf_shape, srf_window=args.srf_window)
     l3 = composite(products, grid, period=args.period, **common) if args.period else grid_soundings(products, grid, **common)
     formats = ("netcdf",) if suffix == ".nc" else ("geotiff",)
     if args.quicklook:
@@ -375,12 +377,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="bounding box in the CRS's units (with --resolution)")
     s.add_argument("--resolution", type=float, help="cell size in the CRS's units (with --bbox)")
     s.add_argument("--crs", default="EPSG:4326", help="CRS of --bbox/--resolution (default EPSG:4326)")
-    s.add_argument("--method", choices=["area", "point"], default="area")
+    s.add_argument("--method", choices=["area", "point", "srf"], default="area",
+                   help="area: exact footprint overlap (default); point: pixel centres; srf: physics-based "
+                   "oversampling by each pixel's spatial response function (Sun et al. 2018), adds num_samples")
+    s.add_argument("--srf-shape", default=None, metavar="K1,K2,K3|INSTRUMENT",
+                   help="SRF shape of --method srf: three numbers or an instrument name (default: each product's "
+                   "instrument, e.g. TROPOMI 4,2,1; others 2,2,1)")
+    s.add_argument("--srf-window", type=float, default=1.5, metavar="F",
+                   help="window factor of --method srf: cells within ceil(extent/2/cell x F) of the centre (1.5)")
     s.add_argument("--weighting", choices=["inverse_variance"], default=None)
     s.add_argument("--period", choices=["day", "month"], default=None, help="daily/monthly composites")
     s.add_argument("--statistics", default="mean,count,weight", metavar="S[,S...]",
                    help="statistics to write, from mean, std, count, weight, min, max, uncertainty, or 'all' "
-                   "(default: mean,count,weight)")
+                   "(default: mean,count,weight; --method srf adds num_samples)")
     s.add_argument("--qa-threshold", type=float, default=None, help="0..1 (default: each product's)")
     s.add_argument("--quicklook", action="store_true", help="also write a PNG quicklook of the mean")
     s.add_argument("-o", "--output", required=True, help="OUT.tif (COG) or OUT.nc (CF-NetCDF)")

@@ -26,6 +26,7 @@ from .binning import Tiling
 from .errors import ReaderOptionError
 from .grid import GridSpec
 from .gridding import (
+    METHOD_TITLES,
     Binning,
     as_grid,
     auto_chunk,
@@ -35,9 +36,11 @@ from .gridding import (
     check_inputs,
     chunk_partials,
     dropped_total,
+    method_statistics,
     provenance,
     route_to_blocks,
-    statistics_of,
+    srf_setup,
+    srf_shape_for,
 )
 from .readers import open_product
 
@@ -104,6 +107,8 @@ def composite(
     no_corners: str = "fov",
     open_options: dict[str, Any] | None = None,
     statistics: Sequence[str] | str | None = None,
+    srf_shape: Any = None,
+    srf_window: float = 1.5,
 ) -> xr.Dataset:
     """Daily or monthly Level-3 composites of one species, with a ``time`` axis (lazy).
 
@@ -117,8 +122,9 @@ def composite(
     period : {"day", "month"}
         Composite period (UTC). Every period from the first to the last sounding is
         present; periods without data are empty (NaN mean, zero count).
-    method, weighting, chunk, split_every, min_weight, fov_diameter_km, no_corners, statistics
-        As for :func:`eo_pipeline.grid_soundings`.
+    method, weighting, chunk, split_every, min_weight, fov_diameter_km, no_corners, statistics, srf_shape, srf_window
+        As for :func:`eo_pipeline.grid_soundings` (``method="srf"``: physics-based
+        oversampling, which adds ``num_samples``).
 
     Returns
     -------
@@ -127,14 +133,17 @@ def composite(
         the start of each period and ``time_bounds`` its [start, end).
     """
     datasets = _expand(products, open_options or {})
-    datasets, info = check_inputs(datasets, method, weighting)
-    stats = statistics_of(statistics)
+    datasets, info = check_inputs(datasets, method, weighting, no_corners)
+    stats = method_statistics(statistics, method)
     g = as_grid(grid)
+    srf_attrs = srf_setup(datasets, g, method, weighting, info, srf_shape, srf_window)
     edges = period_edges(datasets, period)
     n_periods = len(edges) - 1
     tiling = Tiling(g.shape, check_chunk(chunk) or auto_chunk(g, periods=n_periods), periods=n_periods)
     b = Binning(g, tiling, method, weighting == "inverse_variance", info.reference_value,
-                period_edges=tuple(int(e) for e in edges.astype(np.int64)), statistics=stats)
+                period_edges=tuple(int(e) for e in edges.astype(np.int64)), statistics=stats,
+                srf_shape=None if srf_shape is None else srf_shape_for(datasets[0], srf_shape),
+                srf_window=float(srf_window))
     by_layer: dict[int, list[Any]] = {k: [] for k in range(n_periods)}
     for d in datasets:
         layers = layers_of(d, edges)
@@ -144,9 +153,11 @@ def composite(
             by_layer[k] += chunks
     blocks = route_to_blocks(by_layer, tiling, split_every)
     attrs = base_attrs(info, g, method, weighting)
+    attrs.update(srf_attrs)
     attrs.update(provenance(datasets))
     attrs["composite_period"] = period
-    attrs["title"] = f"{info.species} {'daily' if period == 'day' else 'monthly'} Level-3 composites ({method} binning)"
+    attrs["title"] = (f"{info.species} {'daily' if period == 'day' else 'monthly'} Level-3 composites "
+                      f"({METHOD_TITLES.get(method, method)})")
     bounds = np.stack([edges[:-1], edges[1:]], axis=1)
     totals = [dropped_total(by_layer[k], split_every, layer=k) for k in range(n_periods)]
     return blocks_to_dataset(blocks, totals, g, tiling, info, statistics=stats,

@@ -60,13 +60,18 @@ class GriddingConfig(_Model):
     """The gridding stage."""
 
     grid: str | GridConfig = Field(description="a named grid (built-in, user grids files or `grids:`) or an inline grid")
-    method: Literal["point", "area"] = "area"
+    method: Literal["point", "area", "srf"] = Field(
+        "area", description="area (exact footprint overlap), point (pixel centres) or srf (physics-based "
+                            "oversampling, Sun et al. 2018; adds num_samples)")
+    srf_shape: tuple[float, float, float] | str | None = Field(
+        None, description="srf method: SRF shape k1, k2, k3 or an instrument name (default: each product's instrument)")
+    srf_window: float = Field(1.5, gt=0, description="srf method: window factor (cells within ceil(extent/2/cell x F))")
     weighting: Literal["inverse_variance"] | None = None
     composite: Literal["day", "month"] | None = None
     no_corners: Literal["fov", "point"] = "fov"
     fov_diameter_km: float | None = Field(None, gt=0)
     min_weight: float = Field(0.0, ge=0.0)
-    statistics: tuple[Literal["mean", "std", "count", "weight", "min", "max", "uncertainty"], ...] | Literal["all"] = (
+    statistics: tuple[Literal["mean", "std", "count", "weight", "min", "max", "uncertainty", "num_samples"], ...] | Literal["all"] = (
         Field(("mean", "count", "weight"), description="statistics to write (default mean, count, weight; 'all')"))
     chunk: int | None = Field(None, ge=512, le=16384, multiple_of=512)
 
@@ -409,5 +414,9 @@ def config_hash(cfg: JobConfig) -> str:
     doc = cfg.model_dump(mode="json", exclude={"cluster": True, "output": {"dir"}})
     if doc.get("plumes") is None:  # a job without the plume stage keeps the hash it had before the stage existed
         doc.pop("plumes", None)
+    gridding = doc.get("gridding") or {}
+    if gridding.get("method") != "srf":  # nor does a job of another method change hash with the srf settings
+        gridding.pop("srf_shape", None)
+        gridding.pop("srf_window", None)
     text = json.dumps(doc, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

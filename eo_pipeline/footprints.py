@@ -49,11 +49,24 @@ __all__ = [
     "circle_footprints",
     "polygons_in_grid",
     "drop_degenerate",
+    "srf_footprints",
+    "srf_circles",
     "FOV_DIAMETER_KM",
+    "SRF_SHAPES",
+    "srf_shape_of",
 ]
 
 #: Diameter of the circular field of view of instruments without footprint corners, km.
 FOV_DIAMETER_KM: dict[str, float] = {"TANSO-FTS": 10.5, "TANSO-FTS-2": 9.7}
+#: Spatial-response-function shapes ``(k1, k2, k3)`` per instrument (the srf gridding method),
+#: as the reference implementation of Sun et al. (2018) sets them; other instruments and
+#: circular fields of view (soundings without corners) use (2, 2, 1).
+SRF_SHAPES: dict[str, tuple[float, float, float]] = {
+    "TROPOMI": (4.0, 2.0, 1.0), "OMI": (4.0, 2.0, 1.0), "TEMPO": (4.0, 2.0, 1.0), "GOME-2": (4.0, 2.0, 1.0),
+    "SCIAMACHY": (4.0, 2.0, 1.0), "MethaneAIR": (2.0, 2.0, 1.0), "OMPS": (6.0, 2.0, 3.0), "IASI": (2.0, 2.0, 9.0),
+    "CrIS": (2.0, 2.0, 4.0),
+}
+DEFAULT_SRF_SHAPE: tuple[float, float, float] = (2.0, 2.0, 1.0)
 EARTH_RADIUS_KM = 6371.0088
 _GEOD = Geod(ellps="WGS84")
 #: Polygons whose projected edges are this many times longer than on the sphere are torn by a seam.
@@ -396,3 +409,164 @@ def polygons_in_grid(
         px, py, src = (x - t.c) / t.a, (y - t.f) / t.e, src.astype(np.int64)
     px, py, nv, src, degenerate = drop_degenerate(px, py, nv, src)
     return px, py, nv, src, int(dropped) + bad_corners + degenerate
+
+
+# ----------------------------------------------------------------- SRF footprints (srf method)
+def srf_shape_of(shape: object, instrument: str = "", *, has_corners: bool = True) -> tuple[float, float, float]:
+    """The SRF shape ``(k1, k2, k3)`` to use: given numbers, an instrument's name, or (None) the instrument's own.
+
+    Raises ValueError for an unknown name or numbers that are not three positive values.
+    """
+    if shape is None:
+        if not has_corners:
+            return DEFAULT_SRF_SHAPE
+        key = next((k for k in SRF_SHAPES if instrument.upper().startswith(k.upper())), None)
+        return SRF_SHAPES[key] if key else DEFAULT_SRF_SHAPE
+    if isinstance(shape, str):
+        text = shape.strip()
+        key = next((k for k in SRF_SHAPES if k.upper() == text.upper()), None)
+        if key is not None:
+            return SRF_SHAPES[key]
+        parts = [t for t in text.replace(",", " ").split() if t]
+        if len(parts) != 3:
+            raise ValueError(f"srf_shape {shape!r}: give three numbers k1, k2, k3 or one of {', '.join(SRF_SHAPES)}")
+        shape = parts
+    try:
+        values = tuple(float(k) for k in shape)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        raise ValueError(f"srf_shape {shape!r}: give three numbers k1, k2, k3 or one of {', '.join(SRF_SHAPES)}") from None
+    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"srf_shape {shape!r}: k1, k2 and k3 must be three positive numbers")
+    return values  # type: ignore[return-value]
+
+
+def _shoelace(ox: np.ndarray, oy: np.ndarray) -> np.ndarray:
+    """Planar area of quadrilaterals given by their (N, 4) vertices (absolute value)."""
+    return 0.5 * np.abs(np.sum(ox * np.roll(oy, -1, axis=1) - np.roll(ox, -1, axis=1) * oy, axis=1))
+
+
+def _centres_in_grid(lon: np.ndarray, lat: np.ndarray, grid: GridSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel centres in grid units and which lie on the grid (edges included).
+
+    On a lon/lat grid the longitude is moved into ``[west, west + 360)`` first (as the
+    reference implementation does), so a grid reaching past +-180 degrees takes the
+    centres there.
+    """
+    west, south, east, north = grid.bounds
+    with np.errstate(invalid="ignore"):
+        if grid.is_geographic:
+            cx = west + np.mod(lon - west, 360.0)
+            cy = lat.astype(np.float64)
+        else:
+            ok = np.isfinite(lon) & np.isfinite(lat)
+            cx, cy = grid.lonlat_to_xy(np.where(ok, lon, 0.0), np.where(ok, lat, 0.0))
+            cx, cy = np.where(ok, cx, np.nan), np.where(ok, cy, np.nan)
+        inside = (cx >= west) & (cx <= east) & (cy >= south) & (cy <= north)
+    return cx, cy, inside
+
+
+def srf_footprints(
+    lon: np.ndarray, lat: np.ndarray, lon_b: np.ndarray, lat_b: np.ndarray, grid: GridSpec
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Kernel: pixels whose centres lie on ``grid``, as centres, corner offsets and areas in grid units.
+
+    Parameters
+    ----------
+    lon, lat : float (N,)
+        Pixel centres, degrees.
+    lon_b, lat_b : float (N, 4)
+        Corners, degrees, canonical order (:data:`eo_pipeline.schema.CORNER_ORDER`).
+    grid : GridSpec
+        Target grid: lon/lat grids work in degrees (offsets of longitude taken modulo
+        360, so pixels on the antimeridian keep their shape), projected grids in their
+        own units after projecting centres and corners.
+
+    Returns
+    -------
+    cx, cy : float64 (M,)
+        Centres of the pixels on the grid, grid units.
+    ox, oy : float64 (M, 4)
+        Corner offsets from the centre, grid units.
+    area : float64 (M,)
+        Quadrilateral areas, grid units squared (degrees² on lon/lat grids).
+    src : int64 (M,)
+        Index of each kept pixel.
+    n_dropped : int
+        Pixels on the grid whose footprint is unusable: corners not finite or beyond
+        +-90 degrees, a ring around a pole, not projectable or torn by the projection's
+        seam, or of zero area. Pixels whose centres are off the grid are left out
+        without being counted, as the reference implementation selects its pixels.
+    """
+    lon = np.asarray(lon, np.float64).ravel()
+    lat = np.asarray(lat, np.float64).ravel()
+    lon_b = np.asarray(lon_b, np.float64).reshape(-1, 4)
+    lat_b = np.asarray(lat_b, np.float64).reshape(-1, 4)
+    cx, cy, inside = _centres_in_grid(lon, lat, grid)
+    idx = np.flatnonzero(inside)
+    lon_b, lat_b = lon_b[idx], lat_b[idx]
+    with np.errstate(invalid="ignore"):
+        good = np.isfinite(lon_b).all(axis=1) & np.isfinite(lat_b).all(axis=1) & (np.abs(lat_b) <= 90.0).all(axis=1)
+    if grid.is_geographic:
+        ox = np.mod(lon_b - lon[idx, None] + 180.0, 360.0) - 180.0
+        oy = lat_b - lat[idx, None]
+        # a ring around a pole: its edges' longitude steps do not sum to zero
+        steps = np.mod(np.roll(lon_b, -1, axis=1) - lon_b + 180.0, 360.0) - 180.0
+        with np.errstate(invalid="ignore"):
+            good &= np.abs(steps.sum(axis=1)) < 180.0
+    else:
+        keep = good.copy()
+        x, y, _, kept, torn = _projected_polygons(np.where(good[:, None], lon_b, 0.0),
+                                                  np.where(good[:, None], lat_b, 0.0), keep, grid)
+        ox = np.full(lon_b.shape, np.nan)
+        oy = np.full(lon_b.shape, np.nan)
+        ox[kept] = x - cx[idx[kept], None]
+        oy[kept] = y - cy[idx[kept], None]
+        good = np.zeros(idx.size, bool)
+        good[kept] = True
+    with np.errstate(invalid="ignore"):
+        area = _shoelace(ox, oy)
+        extent = np.maximum(np.ptp(ox, axis=1), np.ptp(oy, axis=1))
+        good &= np.isfinite(area) & (area > DEGENERATE_AREA * extent * extent)
+    src = idx[good]
+    return (cx[src], cy[src], ox[good], oy[good], area[good], src.astype(np.int64), int(idx.size - good.sum()))
+
+
+def srf_circles(
+    lon: np.ndarray, lat: np.ndarray, diameter_km: float, grid: GridSpec
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Kernel: circular fields of view of ``diameter_km`` (soundings without corners) for the srf method.
+
+    Each circle is described by the parallelogram whose edge midpoints are the points
+    a radius east and north (and west, south) of the centre on the WGS84 ellipsoid, in
+    grid units: its widths are the circle's diameter along each axis, and with the
+    symmetric (2, 2, 1) shape its SRF is the Gaussian of that ellipse. The area is the
+    circle's (pi/4 of the parallelogram's). Returns what :func:`srf_footprints` returns.
+    """
+    lon = np.asarray(lon, np.float64).ravel()
+    lat = np.asarray(lat, np.float64).ravel()
+    cx, cy, inside = _centres_in_grid(lon, lat, grid)
+    idx = np.flatnonzero(inside)
+    r_m = 500.0 * float(diameter_km)
+    lo, la = lon[idx], lat[idx]
+    n = idx.size
+    e_lon, e_lat, _ = _GEOD.fwd(lo, la, np.full(n, 90.0), np.full(n, r_m))
+    n_lon, n_lat, _ = _GEOD.fwd(lo, la, np.zeros(n), np.full(n, r_m))
+    if grid.is_geographic:
+        ex = np.mod(np.asarray(e_lon) - lo + 180.0, 360.0) - 180.0
+        ey = np.asarray(e_lat) - la
+        nx = np.mod(np.asarray(n_lon) - lo + 180.0, 360.0) - 180.0
+        ny = np.asarray(n_lat) - la
+    else:
+        xe, ye = grid.lonlat_to_xy(np.asarray(e_lon), np.asarray(e_lat))
+        xn, yn = grid.lonlat_to_xy(np.asarray(n_lon), np.asarray(n_lat))
+        ex, ey, nx, ny = xe - cx[idx], ye - cy[idx], xn - cx[idx], yn - cy[idx]
+    # canonical order: (x-, y-), (x+, y-), (x+, y+), (x-, y+) with x east, y north
+    sx = np.array([-1.0, 1.0, 1.0, -1.0])
+    sy = np.array([-1.0, -1.0, 1.0, 1.0])
+    ox = sx * ex[:, None] + sy * nx[:, None]
+    oy = sx * ey[:, None] + sy * ny[:, None]
+    with np.errstate(invalid="ignore"):
+        area = 0.25 * np.pi * _shoelace(ox, oy)
+        good = np.isfinite(area) & (area > 0) & np.isfinite(ox).all(axis=1) & np.isfinite(oy).all(axis=1)
+    src = idx[good]
+    return (cx[src], cy[src], ox[good], oy[good], area[good], src.astype(np.int64), int(n - good.sum()))

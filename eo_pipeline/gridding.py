@@ -21,6 +21,7 @@ import xarray as xr
 from dask.delayed import Delayed
 
 from ._area_kernel import area_accumulate
+from ._srf_kernel import srf_accumulate, srf_scale
 from ._version import __version__
 from .binning import (
     STATISTICS,
@@ -36,14 +37,25 @@ from .binning import (
     trim,
 )
 from .errors import GridError, ReaderOptionError
-from .footprints import FOV_DIAMETER_KM, circle_footprints, polygons_in_grid, with_derived_corners
+from .footprints import (
+    FOV_DIAMETER_KM,
+    circle_footprints,
+    polygons_in_grid,
+    srf_circles,
+    srf_footprints,
+    srf_shape_of,
+    with_derived_corners,
+)
 from .grid import GridSpec, named_grid
 from .schema import SPECIES, SWATH_DIMS, SpeciesInfo, species_of
 
 __all__ = ["grid_soundings", "chunk_partials", "tree_merge", "route_to_blocks", "dropped_total", "blocks_to_dataset",
            "cf_statistic_attrs", "statistics_of", "check_chunk", "Binning", "METHODS", "WEIGHTINGS"]
 
-METHODS = ("point", "area")
+METHODS = ("point", "area", "srf")
+#: Where the srf method comes from (dataset attribute ``srf_reference``).
+SRF_REFERENCE = ("Sun, K. et al. (2018): A physics-based approach to oversample multi-satellite, multispecies "
+                 "observations to a common grid, Atmos. Meas. Tech. 11, 6679-6701, doi:10.5194/amt-11-6679-2018")
 #: Tile size (cells) of the tile-major cell index, and the COG's internal tiles.
 TILE = 512
 WEIGHTINGS = (None, "inverse_variance")
@@ -59,7 +71,7 @@ class Binning:
         Target grid.
     tiling : Tiling
         Flat indexing of the output (and its period layers).
-    method : {"point", "area"}
+    method : {"point", "area", "srf"}
         Binning method.
     inverse_variance : bool
         Weight by 1/sigma².
@@ -74,6 +86,10 @@ class Binning:
     layers : tuple of int, optional
         Period layers this product may reach (from its time coverage); soundings in
         other periods are dropped and counted. None = any.
+    srf_shape : (k1, k2, k3), optional
+        SRF shape of the srf method (resolved per product from its instrument).
+    srf_window : float
+        Window factor of the srf method.
     """
 
     grid: GridSpec
@@ -85,6 +101,8 @@ class Binning:
     period_edges: tuple[int, ...] | None = None
     statistics: tuple[str, ...] = STATISTICS
     layers: tuple[int, ...] | None = None
+    srf_shape: tuple[float, float, float] | None = None
+    srf_window: float = 1.5
 
 
 def _point_chunk(lon: np.ndarray, lat: np.ndarray, x: np.ndarray, u: np.ndarray, b: Binning) -> Partial:
@@ -113,6 +131,28 @@ def _area_chunk(lon: np.ndarray, lat: np.ndarray, lon_b: np.ndarray | None, lat_
     out = area_accumulate(px, py, nv, x[src].astype(np.float64), wm, u[src].astype(np.float64), b.ref,
                           rows, cols, b.tiling.tile, b.tiling.sub)
     return Partial(*out[:9], ref=b.ref, n_dropped=dropped, n_used=int(out[9]))
+
+
+def _srf_chunk(lon: np.ndarray, lat: np.ndarray, lon_b: np.ndarray | None, lat_b: np.ndarray | None,
+               x: np.ndarray, u: np.ndarray, b: Binning) -> Partial:
+    grid = b.grid
+    if lon_b is None or lat_b is None:
+        cx, cy, ox, oy, area, src, dropped = srf_circles(lon, lat, b.fov_km, grid)  # type: ignore[arg-type]
+    else:
+        cx, cy, ox, oy, area, src, dropped = srf_footprints(lon, lat, lon_b, lat_b, grid)
+    xs = x[src].astype(np.float64)
+    us = u[src].astype(np.float64)
+    wm = 1.0 / (us * us) if b.inverse_variance else np.ones(src.size)
+    (dx, dy), (rows, cols) = grid.resolution, grid.shape
+    west, _, east, north = grid.bounds
+    geographic = grid.is_geographic
+    wrap = geographic and abs((east - west) - 360.0) < 1e-9 * 360.0
+    k1, k2, k3 = b.srf_shape or (2.0, 2.0, 1.0)
+    out = srf_accumulate(cx, cy, np.ascontiguousarray(ox), np.ascontiguousarray(oy), area, xs, wm, us, b.ref,
+                         west, dx, north, dy, rows, cols, wrap, 360.0 if geographic else 0.0,
+                         float(k1), float(k2), float(k3), srf_scale((k1, k2, k3)), float(b.srf_window),
+                         b.tiling.tile, b.tiling.sub)
+    return Partial(*out[:9], ref=b.ref, n_dropped=dropped + int(out[11]), n_used=int(out[10]), ns=out[9])
 
 
 def _chunk(lon: np.ndarray, lat: np.ndarray, x: np.ndarray, u: np.ndarray, valid: np.ndarray, time: np.ndarray,
@@ -157,6 +197,8 @@ def _chunk(lon: np.ndarray, lat: np.ndarray, x: np.ndarray, u: np.ndarray, valid
         la = lat_b[idx] if lat_b is not None else None
         if b.method == "point":
             part = _point_chunk(lon[idx], lat[idx], x[idx], u[idx], b)
+        elif b.method == "srf":
+            part = _srf_chunk(lon[idx], lat[idx], lb, la, x[idx], u[idx], b)
         else:
             part = _area_chunk(lon[idx], lat[idx], lb, la, x[idx], u[idx], b)
         parts.append(offset(part, layer * b.tiling.layer_size))
@@ -188,7 +230,7 @@ def _blocks(ds: xr.Dataset, names: Sequence[str], extra: Sequence[str] = ()) -> 
 
 
 def _fov_for(ds: xr.Dataset, fov_diameter_km: float | None, no_corners: str) -> float | None:
-    if no_corners == "point":
+    if no_corners == "point":  # the srf method refuses this earlier (check_inputs)
         return None
     if fov_diameter_km is not None:
         return float(fov_diameter_km)
@@ -211,13 +253,15 @@ def chunk_partials(
     """Chunk step of one product: one lazy :class:`~eo_pipeline.binning.Partial` per block of soundings."""
     info = species_of(ds)
     extra: list[str] = []
-    if b.method == "area":
+    if b.method in ("area", "srf"):
         if "latitude_bounds" not in ds and ds[info.name].dims == SWATH_DIMS:
             ds = with_derived_corners(ds)
         if "latitude_bounds" in ds and "longitude_bounds" in ds:
             extra = ["longitude_bounds", "latitude_bounds"]
         else:
             b = replace(b, fov_km=_fov_for(ds, fov_diameter_km, no_corners))
+    if b.method == "srf":
+        b = replace(b, srf_shape=srf_shape_for(ds, b.srf_shape, has_corners=bool(extra)))
     names = ["longitude", "latitude", info.name, f"{info.name}_uncertainty", "valid", "time"]
     task = dask.delayed(_chunk, pure=True)
     parts = []
@@ -225,6 +269,14 @@ def chunk_partials(
         lon_b, lat_b = (blk[6], blk[7]) if extra else (None, None)
         parts.append(task(*blk[:6], lon_b, lat_b, b))
     return _fuse_reads(parts)
+
+
+def srf_shape_for(ds: xr.Dataset, shape: Any, *, has_corners: bool = True) -> tuple[float, float, float]:
+    """The SRF shape of one product: ``shape`` if given, else its instrument's (:data:`~eo_pipeline.footprints.SRF_SHAPES`)."""
+    try:
+        return srf_shape_of(shape, str(ds.attrs.get("instrument", "")), has_corners=has_corners)
+    except ValueError as exc:
+        raise ReaderOptionError(str(exc)) from exc
 
 
 def _fuse_reads(parts: list[Delayed]) -> list[Delayed]:
@@ -354,7 +406,7 @@ def _stack_array(blocks: dict[int, Delayed], tiling: Tiling, layer: int, statist
 
 #: CF ``cell_methods`` of each statistic over the soundings in a cell (and period).
 CELL_METHODS = {"mean": "mean", "std": "standard_deviation", "count": "sum", "weight": "sum", "min": "minimum",
-                "max": "maximum", "uncertainty": "mean"}
+                "max": "maximum", "uncertainty": "mean", "num_samples": "sum"}
 
 
 def cf_statistic_attrs(info: SpeciesInfo, stat: str, *, with_time: bool) -> dict[str, str]:
@@ -415,10 +467,15 @@ def blocks_to_dataset(
         "std": ("f4", units, f"weighted standard deviation of the {info.name} soundings in the cell (population)"),
         "count": ("i4", "1", "number of soundings contributing to the cell"),
         "weight": ("f4", "1", "sum of weights (area method: sum over soundings of overlap area / cell area)"),
+        "num_samples": ("f4", "1", "sum over soundings of the spatial response function at the cell centre"),
         "min": ("f4", units, f"minimum {info.name} of the contributing soundings"),
         "max": ("f4", units, f"maximum {info.name} of the contributing soundings"),
         "uncertainty": ("f4", units, "propagated 1-sigma uncertainty of the weighted mean (independent errors)"),
     }
+    if (attrs or {}).get("method") == "srf":
+        meta["weight"] = ("f4", str((attrs or {}).get("srf_weight_units", "1")),
+                          "sum of weights (srf method: sum over soundings of SRF / pixel area"
+                          + (" / variance)" if (attrs or {}).get("weighting") == "inverse_variance" else ")"))
     data_vars: dict[str, Any] = {}
     for k, stat in enumerate(statistics):
         dtype, u, long_name = meta[stat]
@@ -453,6 +510,38 @@ def blocks_to_dataset(
     ds.attrs.update(attrs or {})
     ds.attrs["statistics"] = " ".join(statistics)
     return ds
+
+
+def method_statistics(statistics: Any, method: str) -> tuple[str, ...]:
+    """The statistics a method computes: the chosen ones, plus ``num_samples`` for the srf method."""
+    stats = statistics_of(statistics)
+    if method == "srf":
+        return stats if "num_samples" in stats else (*stats, "num_samples")
+    if "num_samples" in stats:
+        raise ReaderOptionError(f"num_samples is a statistic of method='srf' only, not of method={method!r}")
+    return stats
+
+
+def srf_setup(products: Sequence[xr.Dataset], g: GridSpec, method: str, weighting: str | None, info: SpeciesInfo,
+              srf_shape: Any, srf_window: float) -> dict[str, Any]:
+    """Validate the srf options and describe them as dataset attributes (empty for other methods)."""
+    if method != "srf":
+        return {}
+    try:
+        window = float(srf_window)
+    except (TypeError, ValueError):
+        window = float("nan")
+    if not (np.isfinite(window) and window > 0):
+        raise ReaderOptionError(f"srf_window must be a positive number (cells per half-width, default 1.5), "
+                                f"got {srf_window!r}")
+    shapes = []
+    for p in products:
+        corners = "latitude_bounds" in p or p[info.name].dims == SWATH_DIMS
+        shapes.append(" ".join(f"{k:g}" for k in srf_shape_for(p, srf_shape, has_corners=corners)))
+    unit = "degree" if g.is_geographic else ("m" if g.units in ("metre", "meter") else g.units)
+    weight_units = f"{unit}-2" if weighting is None else f"{unit}-2 ({info.units})-2"
+    return {"srf_shape": "; ".join(sorted(set(shapes))), "srf_window": window, "srf_reference": SRF_REFERENCE,
+            "srf_weight_units": weight_units}
 
 
 def check_chunk(chunk: int | None) -> int | None:
@@ -519,7 +608,8 @@ def provenance(products: Sequence[xr.Dataset]) -> dict[str, Any]:
     }
 
 
-def check_inputs(products: xr.Dataset | Sequence[xr.Dataset], method: str, weighting: str | None) -> tuple[list[xr.Dataset], SpeciesInfo]:
+def check_inputs(products: xr.Dataset | Sequence[xr.Dataset], method: str, weighting: str | None,
+                 no_corners: str = "fov") -> tuple[list[xr.Dataset], SpeciesInfo]:
     """Validate the common arguments of the gridding entry points."""
     if isinstance(products, xr.Dataset):
         products = [products]
@@ -530,6 +620,11 @@ def check_inputs(products: xr.Dataset | Sequence[xr.Dataset], method: str, weigh
         raise ReaderOptionError(f"method must be one of {METHODS}, got {method!r}")
     if weighting not in WEIGHTINGS:
         raise ReaderOptionError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    if no_corners not in ("fov", "point"):
+        raise ReaderOptionError(f"no_corners must be 'fov' or 'point', got {no_corners!r}")
+    if method == "srf" and no_corners != "fov":
+        raise ReaderOptionError("method='srf' spreads every sounding by its footprint; soundings without corners "
+                                "use their field of view (no_corners='fov'), not points")
     species = {species_of(p).name for p in products}
     if len(species) != 1:
         raise ReaderOptionError(f"grid one species at a time; got {sorted(species)}")
@@ -548,6 +643,8 @@ def grid_soundings(
     fov_diameter_km: float | None = None,
     no_corners: str = "fov",
     statistics: Sequence[str] | str | None = None,
+    srf_shape: Any = None,
+    srf_window: float = 1.5,
 ) -> xr.Dataset:
     """Grid soundings of one species onto ``grid`` (lazy).
 
@@ -557,12 +654,18 @@ def grid_soundings(
         Canonical soundings from :func:`eo_pipeline.open_product`, all of one species.
     grid : GridSpec or str
         Target grid, or the name of one in ``configs/grids.yaml``.
-    method : {"area", "point"}
+    method : {"area", "point", "srf"}
         ``point``: each valid sounding falls into the one cell holding its centre
         (weight 1). ``area``: each sounding's footprint polygon is intersected exactly
         with the cells in the grid's own CRS, weight = overlap area / cell area (as
         HARP's ``bin_spatial`` defines it; an equal-area grid gets equal-area weights).
-        Swaths without corners get corners derived from their pixel centres.
+        ``srf``: physics-based oversampling (Sun et al. 2018): each sounding is spread
+        over the cells near it by its instrument's spatial response function, weight =
+        SRF at the cell centre / pixel area (grid units: degrees² on lon/lat grids),
+        as the authors' reference implementation defines it (see
+        :mod:`eo_pipeline._srf_kernel`); adds ``<species>_num_samples`` (sum of the
+        SRF). Only soundings whose centres lie on the grid are used. Swaths without
+        corners get corners derived from their pixel centres.
     weighting : {None, "inverse_variance"}
         Multiply each weight by 1/sigma² of the sounding's uncertainty (soundings
         without a positive uncertainty are then left out).
@@ -582,7 +685,16 @@ def grid_soundings(
     statistics : sequence of str, optional
         Which of ``mean``, ``std``, ``count``, ``weight``, ``min``, ``max`` and
         ``uncertainty`` to compute (default: all); the partial sums keep only what
-        these need, so fewer statistics mean less memory and work.
+        these need, so fewer statistics mean less memory and work. The srf method
+        always adds ``num_samples``.
+    srf_shape : (k1, k2, k3), str or None
+        SRF shape of the srf method: three positive numbers, an instrument's name
+        (:data:`eo_pipeline.footprints.SRF_SHAPES`), or None for each product's
+        instrument (TROPOMI (4, 2, 1); instruments not listed and soundings without
+        corners (2, 2, 1)).
+    srf_window : float
+        Window factor of the srf method: the SRF is evaluated within
+        ``ceil(extent / 2 / cell size x srf_window)`` cells of the centre cell (1.5).
 
     Returns
     -------
@@ -600,25 +712,31 @@ def grid_soundings(
     block is thus computed, written and freed on its own, and memory follows the
     blocks in flight, not the number of files.
     """
-    products, info = check_inputs(products, method, weighting)
-    if no_corners not in ("fov", "point"):
-        raise ReaderOptionError(f"no_corners must be 'fov' or 'point', got {no_corners!r}")
-    stats = statistics_of(statistics)
+    products, info = check_inputs(products, method, weighting, no_corners)
+    stats = method_statistics(statistics, method)
     g = as_grid(grid)
+    srf_attrs = srf_setup(products, g, method, weighting, info, srf_shape, srf_window)
     tiling = Tiling(g.shape, check_chunk(chunk) or auto_chunk(g))
-    b = Binning(g, tiling, method, weighting == "inverse_variance", info.reference_value, statistics=stats)
+    b = Binning(g, tiling, method, weighting == "inverse_variance", info.reference_value, statistics=stats,
+                srf_shape=None if srf_shape is None else srf_shape_for(products[0], srf_shape),
+                srf_window=float(srf_window))
     parts = [c for p in products for c in chunk_partials(p, b, fov_diameter_km=fov_diameter_km, no_corners=no_corners)]
     blocks = route_to_blocks({0: parts}, tiling, split_every)
     attrs = base_attrs(info, g, method, weighting)
+    attrs.update(srf_attrs)
     attrs.update(provenance(products))
     return blocks_to_dataset(blocks, dropped_total(parts, split_every), g, tiling, info, statistics=stats,
                              attrs=attrs, min_weight=min_weight)
 
 
+#: How titles name the methods.
+METHOD_TITLES = {"point": "point binning", "area": "area binning", "srf": "SRF oversampling"}
+
+
 def base_attrs(info: SpeciesInfo, g: GridSpec, method: str, weighting: str | None) -> dict[str, Any]:
     """Attributes every Level-3 dataset carries."""
     return {
-        "title": f"{info.species} Level-3 map ({method} binning)",
+        "title": f"{info.species} Level-3 map ({METHOD_TITLES.get(method, method + ' binning')})",
         "species": info.species,
         "variable": info.name,
         "units": info.units,

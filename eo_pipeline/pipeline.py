@@ -166,6 +166,8 @@ def level3(cfg: JobConfig, products: list[xr.Dataset], grid: Any) -> xr.Dataset:
     g = cfg.gridding
     common = dict(method=g.method, weighting=g.weighting, chunk=g.chunk, min_weight=g.min_weight,
                   statistics=job_statistics(cfg), fov_diameter_km=g.fov_diameter_km, no_corners=g.no_corners)
+    if g.method == "srf":
+        common.update(srf_shape=g.srf_shape, srf_window=g.srf_window)
     if g.composite:
         return composite(products, grid, period=g.composite, **common)
     return grid_soundings(products, grid, **common)

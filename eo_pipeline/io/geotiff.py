@@ -382,7 +382,7 @@ def write_cog(
     jobs = []
     for b, pyr in enumerate(pyramids, start=1):
         for k, arr in enumerate(pyr):
-            zero_is_empty = names[b - 1].endswith(("_count", "_weight"))
+            zero_is_empty = names[b - 1].endswith(("_count", "_weight", "_num_samples"))
             writer = _BandWriter(files[k], b, arr.shape, locks[k], zero_is_empty, path)
             jobs.append((arr, _write_block, lambda index, region, w=writer: (w, region[0].start, region[1].start, path)))
     all_tags = {k: v for k, v in ds.attrs.items() if isinstance(v, str | int | float)}
