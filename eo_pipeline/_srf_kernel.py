@@ -444,5 +444,7 @@ def srf_accumulate(cx, cy, ox, oy, area, x, wm, u, ref, x0, dx, y0, dy, rows, co
             no += 1
             acc[loc, 0:9] = 0.0
         p = q
-    return (o_idx[:no], o_n[:no], o_sw[:no], o_swx[:no], o_swxx[:no], o_swwu[:no], o_um[:no], o_min[:no],
-            o_max[:no], o_ns[:no], used, dropped)
+    # copies of the used length: the buffers are sized for every window cell, which overlapping windows
+    # share, and a partial is held until every output block has taken its cells
+    return (o_idx[:no].copy(), o_n[:no].copy(), o_sw[:no].copy(), o_swx[:no].copy(), o_swxx[:no].copy(),
+            o_swwu[:no].copy(), o_um[:no].copy(), o_min[:no].copy(), o_max[:no].copy(), o_ns[:no].copy(), used, dropped)

@@ -3,6 +3,9 @@
 
     python membound.py DAYS OUT_DIR [SYS_PATH]
 
+With ``EO_MEMBOUND_METHOD=srf`` in the environment the days are oversampled (method
+``srf``, each sounding a 1 km field of view) instead of point-binned.
+
 Each day is one lazily generated product whose soundings fill a 1024 x 1024 lon/lat
 grid (about 1.3 million point soundings, in chunks), so that a day's partial sums and
 maps weigh tens of MB. The composite's daily maps are written as COGs with one
@@ -11,6 +14,7 @@ maps weigh tens of MB. The composite's daily maps are written as COGs with one
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 from pathlib import Path
@@ -70,7 +74,9 @@ def main() -> None:
     from eo_pipeline.pipeline import compute_outputs, write_level3
 
     grid = eo.GridSpec.from_bbox(BBOX, 0.01)
-    l3 = eo.composite([day_product(d) for d in range(days)], grid, period="day", method="point")
+    method = os.environ.get("EO_MEMBOUND_METHOD", "point")
+    extra = {"fov_diameter_km": 1.0} if method == "srf" else {}
+    l3 = eo.composite([day_product(d) for d in range(days)], grid, period="day", method=method, **extra)
     tasks, outputs = write_level3(l3, out, "xch4", ("geotiff",))
     compute_outputs(tasks, "threads")
     assert len(outputs) == days and all(Path(o).exists() for o in outputs)
