@@ -453,3 +453,31 @@ def test_real_orbit_selects_the_reference_pixels():
     # the two methods agree on the large scale: the same values within the orbit's own spread
     assert abs(np.nanmean(m[both]) - np.nanmean(area[both])) < 1.0
     assert np.nanmin(m) >= np.nanmin(ds.xch4.values) - 1e-3 and np.nanmax(m) <= np.nanmax(ds.xch4.values) + 1e-3
+
+
+def test_a_job_with_srf_writes_every_output(tmp_path):
+    import json
+
+    from eo_pipeline.config import load_config
+    from eo_pipeline.pipeline import run
+
+    from .test_pipeline import demo_config
+
+    path = demo_config(tmp_path, forest=None, plumes=None,
+                       gridding={"grid": "north_china_0p05", "method": "srf", "srf_window": 1.5})
+    result = run(load_config(path))
+    out = tmp_path / "out"
+    cogs = sorted(out.glob("*xch4*.tif"))
+    assert cogs, result.outputs
+    with rasterio.open(cogs[0]) as src:
+        assert "xch4_num_samples" in src.descriptions
+        assert src.tags()["method"] == "srf"
+    with xr.open_dataset(out / "xch4_srf_north_china_0p05.nc") as ds:
+        assert ds.xch4_num_samples.attrs["cell_methods"].endswith("sum")
+        assert ds.attrs["srf_shape"] == "2 2 1; 4 2 1"  # GOSAT circles and TROPOMI pixels
+        assert float(ds.xch4_num_samples.max()) > 0
+    # the planted Qinshui enhancement is still found as a hotspot
+    hotspots = json.loads(next(out.glob("*xch4*hotspots*.geojson")).read_text())
+    near = [f for f in hotspots["features"]
+            if abs(f["properties"]["lon"] - 112.7) < 0.5 and abs(f["properties"]["lat"] - 35.95) < 0.5]
+    assert near, [f["properties"] for f in hotspots["features"]]
