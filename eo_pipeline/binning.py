@@ -388,7 +388,8 @@ def _stat_values(p: Partial, sl: slice, keep: np.ndarray, stat: str) -> np.ndarr
 
 
 #: Value of a cell without data, per statistic.
-EMPTY_VALUE: dict[str, float] = {s: (0.0 if s in ("count", "weight", "num_samples") else np.nan) for s in ALL_STATISTICS}
+EMPTY_VALUE: dict[str, float] = {s: (0.0 if s in ("count", "weight", "num_samples") else np.nan)
+                                  for s in ALL_STATISTICS}
 
 
 def finalize_block(

@@ -56,6 +56,10 @@ class GridConfig(_Model):
         return v
 
 
+#: A statistic of a Level-3 map (``num_samples``: the srf method's only).
+Statistic = Literal["mean", "std", "count", "weight", "min", "max", "uncertainty", "num_samples"]
+
+
 class GriddingConfig(_Model):
     """The gridding stage."""
 
@@ -71,7 +75,7 @@ class GriddingConfig(_Model):
     no_corners: Literal["fov", "point"] = "fov"
     fov_diameter_km: float | None = Field(None, gt=0)
     min_weight: float = Field(0.0, ge=0.0)
-    statistics: tuple[Literal["mean", "std", "count", "weight", "min", "max", "uncertainty", "num_samples"], ...] | Literal["all"] = (
+    statistics: tuple[Statistic, ...] | Literal["all"] = (
         Field(("mean", "count", "weight"), description="statistics to write (default mean, count, weight; 'all')"))
     chunk: int | None = Field(None, ge=512, le=16384, multiple_of=512)
 

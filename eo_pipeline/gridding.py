@@ -272,7 +272,10 @@ def chunk_partials(
 
 
 def srf_shape_for(ds: xr.Dataset, shape: Any, *, has_corners: bool = True) -> tuple[float, float, float]:
-    """The SRF shape of one product: ``shape`` if given, else its instrument's (:data:`~eo_pipeline.footprints.SRF_SHAPES`)."""
+    """The SRF shape of one product: ``shape`` if given, else its instrument's.
+
+    See :data:`eo_pipeline.footprints.SRF_SHAPES`.
+    """
     try:
         return srf_shape_of(shape, str(ds.attrs.get("instrument", "")), has_corners=has_corners)
     except ValueError as exc:

@@ -130,7 +130,7 @@ def test_rectangle_pixel_equals_closed_form_at_every_cell(k):
         l3 = grid_soundings(ds, g, method="srf", srf_shape=k, statistics=["mean", "count", "weight"])
     r = l3.compute()
     ns = r.xch4_num_samples.values.astype(float)
-    # the window: ceil(0.07 / 2 / 0.01 * 1.5) = 6 columns and ceil(0.05 / 2 / 0.01 * 1.5) = 4 rows around the centre cell
+    # the window: ceil(0.07 / 2 / 0.01 * 1.5) = 6 columns, ceil(0.05 / 2 / 0.01 * 1.5) = 4 rows around the centre cell
     jc, ic = 50, 50  # centre 10.5013 is nearest cell 50 (10.505); 20.4987 nearest row 50 (20.495)
     expected = np.zeros(g.shape)
     xx, yy = np.meshgrid(g.x[jc - 6:jc + 7] - cx, g.y[ic - 4:ic + 5] - cy)
