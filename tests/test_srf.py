@@ -481,3 +481,15 @@ def test_a_job_with_srf_writes_every_output(tmp_path):
     near = [f for f in hotspots["features"]
             if abs(f["properties"]["lon"] - 112.7) < 0.5 and abs(f["properties"]["lat"] - 35.95) < 0.5]
     assert near, [f["properties"] for f in hotspots["features"]]
+
+
+def test_same_maps_with_processes_as_with_threads():
+    # the chunk tasks (Binning with the srf settings, the compiled kernel) travel to other processes
+    rng = np.random.default_rng(11)
+    g = GridSpec.from_bbox((0, 0, 2, 2), 0.01)
+    cx, cy, ox, oy = _random_quads(rng, 300, 0.05, 1.95, 0.03)
+    ds = soundings(cx, cy, cx[:, None] + ox, cy[:, None] + oy, rng.normal(1850, 10, 300), chunk=60)
+    l3 = grid_soundings(ds, g, method="srf", statistics=["mean", "weight"])
+    threads = l3.compute(scheduler="threads")
+    processes = l3.compute(scheduler="processes", num_workers=2)
+    xr.testing.assert_identical(threads, processes)
