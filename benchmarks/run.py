@@ -23,6 +23,7 @@ import bench_gridding  # noqa: E402
 import bench_month  # noqa: E402
 import bench_plumes  # noqa: E402
 import bench_read  # noqa: E402
+import bench_srf  # noqa: E402
 import bench_userpath  # noqa: E402
 
 
@@ -201,11 +202,71 @@ def _plumes_section(r: dict) -> list[str]:
     return lines + [""]
 
 
+def _srf_section(r: dict) -> list[str]:
+    lines = ["## SRF oversampling (`method=\"srf\"`) of the whole real S5P orbit vs popy", ""]
+    if "skipped" in r:
+        return lines + [f"skipped: {r['skipped']}", ""]
+    p, gr, t = r["popy"], r["grid"], r["timings"]
+    w, s, e, n = gr["bbox"]
+    lines += [f"Grid {gr['resolution']} degree over {w:g}..{e:g} E, {s:g}..{n:g} N ({gr['shape'][0]} x "
+              f"{gr['shape'][1]} cells, {gr['crs']}); {r['pixels']:,} valid pixels with centres in the box "
+              f"({r['pixels_used_eo_pipeline']:,} used by eo_pipeline), corners derived from the centres; SRF "
+              f"shape {r['srf_shape']}, window {r['srf_window']:g}. Peer: popy `{p['function']}` ({p['repo']}, "
+              f"`{p['file']}` at commit {p['commit']}), pure Python and numpy in one process, its call alone on "
+              f"the pixels in memory (its best case). {r['machine']['cpus']} cores; every case in one loop, "
+              f"alternating, median of {r['repeats']}.", ""]
+    if "skipped" in p:
+        lines += [f"popy columns skipped: {p['skipped']}", ""]
+    popy_s = r.get("popy_s")
+    sp = r.get("speedup", {})
+    peaks = r.get("command_peak_mb", {})
+
+    def row(k: str, label: str, extra: str = "-", target: bool = True) -> str:
+        ratio = f"**{sp[k]:.1f}x**" if k in sp else "-"
+        goal = f">= {r['target']:g}x" if target else "-"
+        return f"| {label} | {_fmt(t[k]['median'])} | {extra} | {_fmt(popy_s) if popy_s else '-'} | {ratio} | {goal} |"
+
+    head = ["| what | eo_pipeline (median) | peak memory | popy F_block_regrid_ccm | speed-up (popy / eo) | target |",
+            "|---|---|---|---|---|---|"]
+    lines += ["The user's path:", "", *head,
+              row("python call, lazy (open_product included)", "`grid_soundings([open_product(orbit)], grid, "
+                  "method=\"srf\", statistics=[mean, count, weight]).compute()` (warm process, opening "
+                  "included)"),
+              row("python call, loaded", "the same call, product already loaded (`.load()`)")]
+    for k in t:
+        if k.startswith("eo-pipeline"):
+            lines.append(row(k, f"`{k}` (whole process)", f"{peaks[k]:.0f} MB" if k in peaks else "-"))
+    if bench_srf.STARTUP in t:
+        k = bench_srf.STARTUP
+        lines.append(row(k, "for reference: a process that only imports the modules `eo-pipeline grid` imports "
+                         "(start-up floor, no work)", f"{peaks[k]:.0f} MB" if k in peaks else "-", target=False))
+    lines += ["", "Kernel (not the user's path: the same pixels already in memory, sparse per-cell sums, "
+              "not finalized into grids):", "", *head,
+              row("kernel: _srf_chunk", "`eo_pipeline.gridding._srf_chunk` (footprints + `srf_accumulate`)",
+                  target=False),
+              row("kernel: srf_accumulate", "`eo_pipeline._srf_kernel.srf_accumulate` alone", target=False)]
+    a = r.get("agreement")
+    if a:
+        same = "identical sets" if a["same_cells"] else f"{a['cells_with_data_in_one_only']} cells in one only"
+        lines += ["", f"Agreement with popy on the same pixels and grid: cells with data "
+                      f"{a['cells_with_data_eo_pipeline']:,} (eo_pipeline) and {a['cells_with_data_popy']:,} (popy), "
+                      f"{same}; max |diff| of num_samples {a['max_abs_diff_num_samples']:.1e} (its max "
+                      f"{a['max_num_samples']:.2f}; relative {a['max_rel_diff_num_samples']:.1e} on the "
+                      f"{a['cells_compared_relative']:,} cells above 1e-6 of the max), of the total weight "
+                      f"{a['max_abs_diff_weight_rel_to_max']:.1e} of its max (relative {a['max_rel_diff_weight']:.1e} "
+                      f"on those cells), of the mean {a['max_abs_diff_mean_ppb']:.1e} ppb. num_samples and weight "
+                      f"are float32 grids: in {a['cells_num_samples_underflow']:,} cells with data their SRF tail "
+                      f"(< 1e-45) is stored as 0."]
+    if "command_matches_call" in r:
+        lines += ["", f"The command's NetCDF holds the call's grids: {r['command_matches_call']}."]
+    return lines + [""]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--only", choices=["userpath", "month", "cluster", "read", "gridding", "anomaly", "forest",
-                                        "plumes"], default=None)
+                                        "plumes", "srf"], default=None)
     args = p.parse_args(argv)
     report = {"machine": f"{platform.machine()} {platform.python_version()}", "when": time.strftime("%Y-%m-%d %H:%M")}
     lines: list[str] = []
@@ -239,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "plumes"):
         report["plumes"] = bench_plumes.run()
         lines += _plumes_section(report["plumes"])
+    if args.only in (None, "srf"):
+        report["srf"] = bench_srf.run(max(3, args.repeats // 2 + 1))
+        lines += _srf_section(report["srf"])
     text = "\n".join(lines) + "\n"
     print(text)
     out = Path(__file__).resolve().parent / "results"
