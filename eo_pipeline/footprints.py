@@ -76,28 +76,248 @@ DEGENERATE_AREA = 1e-9
 
 
 # ----------------------------------------------------------------------- corner derivation
-def _fill_nan(a: np.ndarray, axis: int) -> np.ndarray:
-    """Forward- then backward-fill NaNs along ``axis`` (for unwrapping across gaps)."""
-    a = np.moveaxis(a, axis, -1)
-    ok = np.isfinite(a)
-    n = a.shape[-1]
-    idx = np.where(ok, np.arange(n), 0)
-    np.maximum.accumulate(idx, axis=-1, out=idx)
-    out = np.take_along_axis(a, idx, axis=-1)
-    ok2 = np.isfinite(out)
-    idx_b = np.where(ok2, np.arange(n), n - 1)
-    idx_b = np.flip(np.minimum.accumulate(np.flip(idx_b, -1), axis=-1), -1)
-    out = np.take_along_axis(out, idx_b, axis=-1)
-    return np.moveaxis(out, -1, axis)
+# Compiled kernels, one pass over the scanlines with a few rows of scratch. They repeat,
+# operation by operation and in the same order, what the former numpy implementation did
+# (forward- then backward-fill of non-finite longitudes along ground pixels, then along
+# scanlines; np.unwrap with period 360 along scanlines (column 0) and ground pixels; the
+# mean of four centres; linear extrapolation of edge columns, then end rows; the wrap to
+# [-180, 180)), so the corners are bit-identical to it (tests/test_corner_speed.py keeps
+# that implementation as the reference). Every value is widened to float64 before any
+# arithmetic, as the numpy code did; outputs are allocated by numpy (huge pages).
+@njit(cache=True, inline="always")
+def _unwrap_correction(dd):  # pragma: no cover - compiled
+    """np.unwrap's phase correction of one difference ``dd`` (period 360, discont 180)."""
+    if abs(dd) < 180.0:
+        return 0.0  # np.unwrap zeroes the correction there, whatever the modulo gives
+    ddmod = (dd + 180.0) % 360.0 - 180.0  # floor-mod, as np.mod
+    if ddmod == -180.0 and dd > 0.0:
+        ddmod = 180.0
+    return ddmod - dd
+
+
+@njit(cache=True, nogil=True)
+def _fill_plan(lon):  # pragma: no cover - compiled
+    """Where the NaN-filled longitudes of each row come from, and each row's unwrapping shift.
+
+    The fill is forward then backward along ground pixels, then the same along scanlines:
+    a row with a finite value is filled from itself, starting at its first finite value
+    ``lon[row, col]``; a row without one is a copy of the nearest earlier (else later)
+    filled row; without any finite value everything is ``lon[0, 0]`` (row 0, column 0).
+    The shift (a multiple of 360) makes column 0 of the filled rows continuous along scanlines.
+    """
+    n, m = lon.shape
+    first = np.full(n, -1, np.int64)
+    for i in range(n):
+        for j in range(m):
+            if np.isfinite(lon[i, j]):
+                first[i] = j
+                break
+    row = np.full(n, -1, np.int64)
+    last = -1
+    for i in range(n):
+        if first[i] >= 0:
+            last = i
+        row[i] = last
+    nxt = -1
+    for i in range(n - 1, -1, -1):
+        if first[i] >= 0:
+            nxt = i
+        if row[i] < 0:
+            row[i] = nxt
+    col = np.zeros(n, np.int64)
+    for i in range(n):
+        if row[i] < 0:
+            row[i] = 0
+        else:
+            col[i] = first[row[i]]
+    shift = np.empty(n)
+    cs = 0.0
+    prev = 0.0
+    for i in range(n):
+        c = np.float64(lon[row[i], col[i]])  # column 0 of filled row i
+        if i == 0:
+            col0 = c
+        else:
+            d = _unwrap_correction(c - prev)
+            cs = d if i == 1 else cs + d
+            col0 = c + cs
+        prev = c
+        shift[i] = np.rint((col0 - c) / 360.0) * 360.0
+    return row, col, shift
+
+
+@njit(cache=True, nogil=True)
+def _unwrap_row(lon, i, row, col, shift, u):  # pragma: no cover - compiled
+    """Row ``i`` of the unwrapped longitudes into ``u`` (filled, shifted, unwrapped, NaN restored)."""
+    m = u.shape[0]
+    s = row[i]
+    sh = shift[i]
+    v = np.float64(lon[s, col[i]])
+    xprev = 0.0
+    cs = 0.0
+    for j in range(m):
+        y = np.float64(lon[s, j])
+        if np.isfinite(y):
+            v = y
+        x = v + sh
+        if j == 0:
+            out = x
+        else:
+            d = _unwrap_correction(x - xprev)
+            cs = d if j == 1 else cs + d
+            out = x + cs
+        xprev = x
+        u[j] = out if np.isfinite(lon[i, j]) else np.nan
+
+
+@njit(cache=True, nogil=True)
+def _grid_row(a, b, g):  # pragma: no cover - compiled
+    """Corner row ``g`` (m+1) between centre rows ``a`` and ``b`` (m): means, then extrapolated edges."""
+    m = a.shape[0]
+    for j in range(m - 1):
+        g[j + 1] = 0.25 * (np.float64(a[j]) + np.float64(a[j + 1]) + np.float64(b[j]) + np.float64(b[j + 1]))
+    g[0] = 2.0 * g[1] - g[2]
+    g[m] = 2.0 * g[m - 1] - g[m - 2]
+
+
+@njit(cache=True, nogil=True)
+def _extrapolate_row(g1, g2, g):  # pragma: no cover - compiled
+    """End row of corners ``g = 2 * g1 - g2``."""
+    for j in range(g.shape[0]):
+        g[j] = 2.0 * g1[j] - g2[j]
+
+
+@njit(cache=True, nogil=True)
+def _wrap_row(g, w, idx):  # pragma: no cover - compiled
+    """``w = (g + 180) % 360 - 180`` as numpy computes it; the modulo only where it changes anything."""
+    nbad = 0
+    for j in range(g.shape[0]):
+        t = g[j] + 180.0
+        w[j] = t - 180.0  # the floor-mod of t in [0, 360) is t (+0 for -0: same difference)
+        idx[nbad] = j
+        nbad += not ((t >= 0.0) & (t < 360.0))
+    for k in range(nbad):
+        j = idx[k]
+        w[j] = (g[j] + 180.0) % 360.0 - 180.0
+
+
+@njit(cache=True, nogil=True)
+def _unwrap_swath_nb(lon, out):  # pragma: no cover - compiled
+    row, col, shift = _fill_plan(lon)
+    for i in range(lon.shape[0]):
+        _unwrap_row(lon, i, row, col, shift, out[i])
+
+
+@njit(cache=True, nogil=True)
+def _corner_grids_nb(lat, lon, glat, glon):  # pragma: no cover - compiled
+    """Corner grids (n+1, m+1) of latitude and unwrapped longitude into ``glat``, ``glon``."""
+    n, m = lat.shape
+    row, col, shift = _fill_plan(lon)
+    u = np.empty((2, m))
+    _unwrap_row(lon, 0, row, col, shift, u[0])
+    for r in range(1, n):
+        _unwrap_row(lon, r, row, col, shift, u[r % 2])
+        _grid_row(lat[r - 1], lat[r], glat[r])
+        _grid_row(u[(r - 1) % 2], u[r % 2], glon[r])
+    _extrapolate_row(glat[1], glat[2], glat[0])
+    _extrapolate_row(glon[1], glon[2], glon[0])
+    _extrapolate_row(glat[n - 1], glat[n - 2], glat[n])
+    _extrapolate_row(glon[n - 1], glon[n - 2], glon[n])
+
+
+@njit(cache=True, nogil=True)
+def _emit_row(i, top, stop, la, lb, wa, wb, blat, blon, out32, f32):  # pragma: no cover - compiled
+    """Corners of pixel row ``i`` from corner rows ``i`` (la, wa) and ``i+1`` (lb, wb), S5P order."""
+    if i < top or i >= stop:
+        return
+    m = la.shape[0] - 1
+    if f32:
+        r = i - top
+        for j in range(m):
+            out32[r, j, 0, 0] = la[j]
+            out32[r, j, 0, 1] = wa[j]
+            out32[r, j, 1, 0] = la[j + 1]
+            out32[r, j, 1, 1] = wa[j + 1]
+            out32[r, j, 2, 0] = lb[j + 1]
+            out32[r, j, 2, 1] = wb[j + 1]
+            out32[r, j, 3, 0] = lb[j]
+            out32[r, j, 3, 1] = wb[j]
+    else:
+        for j in range(m):
+            blat[i, j, 0] = la[j]
+            blat[i, j, 1] = la[j + 1]
+            blat[i, j, 2] = lb[j + 1]
+            blat[i, j, 3] = lb[j]
+            blon[i, j, 0] = wa[j]
+            blon[i, j, 1] = wa[j + 1]
+            blon[i, j, 2] = wb[j + 1]
+            blon[i, j, 3] = wb[j]
+
+
+@njit(cache=True, nogil=True)
+def _corners_nb(lat, lon, top, stop, blat, blon, out32, f32):  # pragma: no cover - compiled
+    """Per-pixel corners of pixel rows ``top:stop``, longitudes wrapped, in one pass over the rows.
+
+    ``f32``: into ``out32`` (stop-top, m, 4, 2) float32 (lat, lon); else into ``blat``,
+    ``blon`` (n, m, 4) float64. Corner rows live in a ring of three.
+    """
+    n, m = lat.shape
+    row, col, shift = _fill_plan(lon)
+    u = np.empty((2, m))
+    gl = np.empty((3, m + 1))  # latitude corner rows
+    go = np.empty((3, m + 1))  # unwrapped longitude corner rows
+    wo = np.empty((3, m + 1))  # wrapped longitude corner rows
+    idx = np.empty(m + 1, np.int64)
+    _unwrap_row(lon, 0, row, col, shift, u[0])
+    for r in range(1, n):  # corner row r from pixel rows r-1 and r
+        k = r % 3
+        _unwrap_row(lon, r, row, col, shift, u[r % 2])
+        _grid_row(lat[r - 1], lat[r], gl[k])
+        _grid_row(u[(r - 1) % 2], u[r % 2], go[k])
+        _wrap_row(go[k], wo[k], idx)
+        if r == 2:  # corner row 0 from rows 1 and 2, then pixel rows 0 and 1
+            _extrapolate_row(gl[1], gl[2], gl[0])
+            _extrapolate_row(go[1], go[2], go[0])
+            _wrap_row(go[0], wo[0], idx)
+            _emit_row(0, top, stop, gl[0], gl[1], wo[0], wo[1], blat, blon, out32, f32)
+            _emit_row(1, top, stop, gl[1], gl[2], wo[1], wo[2], blat, blon, out32, f32)
+        elif r > 2:
+            p = (r - 1) % 3
+            _emit_row(r - 1, top, stop, gl[p], gl[k], wo[p], wo[k], blat, blon, out32, f32)
+    a, b, k = (n - 1) % 3, (n - 2) % 3, n % 3  # corner row n from rows n-1 and n-2
+    _extrapolate_row(gl[a], gl[b], gl[k])
+    _extrapolate_row(go[a], go[b], go[k])
+    _wrap_row(go[k], wo[k], idx)
+    _emit_row(n - 1, top, stop, gl[a], gl[k], wo[a], wo[k], blat, blon, out32, f32)
+
+
+_NO_F64 = np.empty((0, 0, 0))
+_NO_F32 = np.empty((0, 0, 0, 0), np.float32)
+
+
+def _centres(a: np.ndarray, dtype: type) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(a).astype(dtype, copy=False))
+
+
+def _swath_arrays(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centres as C-contiguous arrays for the kernels: both float32, else both float64; >= 3 x 3."""
+    lat, lon = np.asarray(lat), np.asarray(lon)
+    if lat.ndim != 2 or lat.shape != lon.shape:
+        raise ValueError(f"deriving corners needs 2-D latitude and longitude of one shape, got {lat.shape}"
+                         f" and {lon.shape}")
+    n, m = lat.shape
+    if n < 3 or m < 3:
+        raise ValueError(f"deriving corners needs at least 3 x 3 pixels, got {lat.shape}")
+    dtype = np.float32 if lat.dtype == np.float32 and lon.dtype == np.float32 else np.float64
+    return _centres(lat, dtype), _centres(lon, dtype)
 
 
 def _unwrap_swath(lon: np.ndarray) -> np.ndarray:
     """Unwrap longitudes along scanlines and ground pixels, NaN-safe (NaNs restored)."""
-    filled = _fill_nan(_fill_nan(lon.astype(np.float64), 1), 0)
-    col0 = np.unwrap(filled[:, 0], period=360.0) if filled.shape[0] else filled[:, 0]
-    shift = np.round((col0 - filled[:, 0]) / 360.0) * 360.0
-    out = np.unwrap(filled + shift[:, None], period=360.0, axis=1)
-    out[~np.isfinite(lon)] = np.nan
+    lon = np.asarray(lon)
+    lon = _centres(lon, np.float32 if lon.dtype == np.float32 else np.float64)
+    out = np.empty(lon.shape)
+    _unwrap_swath_nb(lon, out)
     return out
 
 
@@ -109,26 +329,11 @@ def derive_corner_grid(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np
     extrapolated linearly from the two nearest columns/rows of corners. Longitudes stay
     unwrapped. Needs at least 3 x 3 pixels.
     """
-    lat = np.asarray(lat, np.float64)
-    lon = _unwrap_swath(np.asarray(lon, np.float64))
+    lat, lon = _swath_arrays(lat, lon)
     n, m = lat.shape
-    if n < 3 or m < 3:
-        raise ValueError(f"deriving corners needs at least 3 x 3 pixels, got {lat.shape}")
-    out = []
-    for v in (lat, lon):
-        g = np.empty((n + 1, m + 1))
-        g[1:-1, 1:-1] = 0.25 * (v[:-1, :-1] + v[:-1, 1:] + v[1:, :-1] + v[1:, 1:])
-        g[1:-1, 0] = 2 * g[1:-1, 1] - g[1:-1, 2]
-        g[1:-1, -1] = 2 * g[1:-1, -2] - g[1:-1, -3]
-        g[0, :] = 2 * g[1, :] - g[2, :]
-        g[-1, :] = 2 * g[-2, :] - g[-3, :]
-        out.append(g)
-    return out[0], out[1]
-
-
-def _corners_from_grid(g: np.ndarray) -> np.ndarray:
-    """(n+1, m+1) corner grid -> (n, m, 4) per-pixel corners in S5P order."""
-    return np.stack([g[:-1, :-1], g[:-1, 1:], g[1:, 1:], g[1:, :-1]], axis=-1)
+    glat, glon = np.empty((n + 1, m + 1)), np.empty((n + 1, m + 1))
+    _corner_grids_nb(lat, lon, glat, glon)
+    return glat, glon
 
 
 def _wrap180(lon: np.ndarray) -> np.ndarray:
@@ -137,8 +342,11 @@ def _wrap180(lon: np.ndarray) -> np.ndarray:
 
 def derive_corners(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Kernel: per-pixel corners (n, m, 4) of a swath, S5P order, longitudes in [-180, 180)."""
-    glat, glon = derive_corner_grid(lat, lon)
-    return _corners_from_grid(glat), _wrap180(_corners_from_grid(glon))
+    lat, lon = _swath_arrays(lat, lon)
+    n, m = lat.shape
+    blat, blon = np.empty((n, m, 4)), np.empty((n, m, 4))
+    _corners_nb(lat, lon, 0, n, blat, blon, _NO_F32, False)
+    return blat, blon
 
 
 def _derive_block(lat: np.ndarray, lon: np.ndarray, block_info: dict | None = None) -> np.ndarray:
@@ -148,9 +356,12 @@ def _derive_block(lat: np.ndarray, lon: np.ndarray, block_info: dict | None = No
     nchunks = info.get("num-chunks", (1, 1))[0]
     top = 1 if loc > 0 else 0
     bottom = 1 if loc < nchunks - 1 else 0
-    blat, blon = derive_corners(lat, lon)
-    stop = lat.shape[0] - bottom
-    return np.stack([blat[top:stop], blon[top:stop]], axis=-1).astype(np.float32)
+    lat, lon = _swath_arrays(lat, lon)
+    n, m = lat.shape
+    stop = n - bottom
+    out = np.empty((stop - top, m, 4, 2), np.float32)
+    _corners_nb(lat, lon, top, stop, _NO_F64, _NO_F64, out, True)
+    return out
 
 
 def _merge_small(chunks: tuple[int, ...], minimum: int) -> tuple[int, ...]:
@@ -434,7 +645,8 @@ def srf_shape_of(shape: object, instrument: str = "", *, has_corners: bool = Tru
     try:
         values = tuple(float(k) for k in shape)  # type: ignore[attr-defined]
     except (TypeError, ValueError):
-        raise ValueError(f"srf_shape {shape!r}: give three numbers k1, k2, k3 or one of {', '.join(SRF_SHAPES)}") from None
+        raise ValueError(f"srf_shape {shape!r}: give three numbers k1, k2, k3 or one of "
+                         f"{', '.join(SRF_SHAPES)}") from None
     if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
         raise ValueError(f"srf_shape {shape!r}: k1, k2 and k3 must be three positive numbers")
     return values  # type: ignore[return-value]
