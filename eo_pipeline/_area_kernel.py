@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["area_accumulate", "polygon_area"]
+__all__ = ["area_accumulate", "polygon_area", "subtile_pairs", "subtile_box", "add_to_cell", "emit_cells"]
 
 _EPS_AREA = 1e-12  # overlaps below this fraction of a cell are rounding slivers, not contributions
 
@@ -199,6 +199,99 @@ def _coverage(pxi, pyi, k, ra, rb, ca, cb, r_top, scratch, full, width):
         full[nr * width + col] = 0.0
 
 
+@njit(cache=True)
+def subtile_pairs(r0, r1, c0, c1, npairs, tile_cols, per, sub):
+    """Bucket cell boxes by the sub-tiles they touch (boxes with ``r0 > r1`` are skipped).
+
+    Returns the pairs' keys (tile id x sub-tiles per tile + sub-tile id: they sort like the
+    flat cell index), the box of each pair and the stable order of the keys.
+    """
+    pair_key = np.empty(npairs, np.int64)
+    pair_box = np.empty(npairs, np.int64)
+    k = 0
+    for i in range(r0.shape[0]):
+        if r0[i] > r1[i]:
+            continue
+        for sr in range(r0[i] // sub, r1[i] // sub + 1):
+            for sc in range(c0[i] // sub, c1[i] // sub + 1):
+                tid = (sr // per) * tile_cols + sc // per
+                pair_key[k] = tid * per * per + (sr % per) * per + sc % per
+                pair_box[k] = i
+                k += 1
+    return pair_key, pair_box, np.argsort(pair_key, kind="mergesort")
+
+
+@njit(cache=True, inline="always")
+def subtile_box(key, per, tile_cols, tile, sub, rows, cols):
+    """First row, first column, last row and last column of sub-tile ``key``."""
+    tid = key // (per * per)
+    sid = key % (per * per)
+    srow0 = (tid // tile_cols) * tile + (sid // per) * sub
+    scol0 = (tid % tile_cols) * tile + (sid % per) * sub
+    return srow0, scol0, min(srow0 + sub, rows) - 1, min(scol0 + sub, cols) - 1
+
+
+@njit(cache=True, inline="always")
+def add_to_cell(acc, loc, touched, nt, w, xv, xi, ui, u_ok):
+    """Add one contribution of weight ``w`` and value ``xv`` (``xi = xv - ref``) to cell ``loc``.
+
+    ``acc`` holds per cell: n, sw, swx, swxx, swwu, n_u_missing, min, max (and more columns
+    a kernel fills itself); a cell's first contribution is recorded in ``touched``.
+    Returns the new number of touched cells.
+    """
+    if acc[loc, 0] == 0.0:
+        touched[nt] = loc
+        nt += 1
+        acc[loc, 6] = xv
+        acc[loc, 7] = xv
+    acc[loc, 0] += 1.0
+    acc[loc, 1] += w
+    acc[loc, 2] += w * xi
+    acc[loc, 3] += w * xi * xi
+    if u_ok:
+        acc[loc, 4] += w * w * ui * ui
+    else:
+        acc[loc, 5] += 1.0
+    if xv < acc[loc, 6]:
+        acc[loc, 6] = xv
+    if xv > acc[loc, 7]:
+        acc[loc, 7] = xv
+    return nt
+
+
+@njit(cache=True, inline="always")
+def emit_cells(acc, touched, nt, base, o_idx, o_n, o_sw, o_swx, o_swxx, o_swwu, o_um, o_min, o_max, o_ns, no):
+    """Write a sub-tile's touched cells in index order (from flat index ``base``) and clear them.
+
+    Few touched cells are sorted, else the sub-tile is scanned. ``o_ns`` (column 8 of
+    ``acc``) is written when it is not empty. Returns the new number of cells written.
+    """
+    ss = acc.shape[0]
+    ncol = acc.shape[1]
+    if nt * 8 < ss:
+        order_t = np.sort(touched[:nt])
+    else:
+        order_t = np.arange(ss)
+    for loc in order_t:
+        if acc[loc, 0] == 0.0:
+            continue
+        o_idx[no] = base + loc
+        o_n[no] = int(acc[loc, 0])
+        o_sw[no] = acc[loc, 1]
+        o_swx[no] = acc[loc, 2]
+        o_swxx[no] = acc[loc, 3]
+        o_swwu[no] = acc[loc, 4]
+        o_um[no] = int(acc[loc, 5])
+        o_min[no] = acc[loc, 6]
+        o_max[no] = acc[loc, 7]
+        if o_ns.shape[0] > 0:
+            o_ns[no] = acc[loc, 8]
+        no += 1
+        for c in range(ncol):
+            acc[loc, c] = 0.0
+    return no
+
+
 @njit(cache=True, nogil=True)
 def area_accumulate(px, py, nv, x, wm, u, ref, rows, cols, tile, sub):
     """Overlap every polygon with every cell it touches and accumulate per-cell sums.
@@ -233,21 +326,11 @@ def area_accumulate(px, py, nv, x, wm, u, ref, rows, cols, tile, sub):
     r0, r1, c0, c1, npairs, ncells = _bbox_tiles(px, py, nv, rows, cols, sub)
     n = px.shape[0]
     # bucket polygons by the sub-tiles their boxes touch; keys sort like the flat cell index
-    pair_key = np.empty(npairs, np.int64)
-    pair_poly = np.empty(npairs, np.int64)
-    k = 0
     used = 0
     for i in range(n):
-        if r0[i] > r1[i]:
-            continue
-        used += 1
-        for sr in range(r0[i] // sub, r1[i] // sub + 1):
-            for sc in range(c0[i] // sub, c1[i] // sub + 1):
-                tid = (sr // per) * tile_cols + sc // per
-                pair_key[k] = tid * per * per + (sr % per) * per + sc % per
-                pair_poly[k] = i
-                k += 1
-    order = np.argsort(pair_key, kind="mergesort")
+        if r0[i] <= r1[i]:
+            used += 1
+    pair_key, pair_poly, order = subtile_pairs(r0, r1, c0, c1, npairs, tile_cols, per, sub)
     o_idx = np.empty(ncells, np.int64)
     o_n = np.empty(ncells, np.int64)
     o_sw = np.empty(ncells)
@@ -257,6 +340,7 @@ def area_accumulate(px, py, nv, x, wm, u, ref, rows, cols, tile, sub):
     o_um = np.empty(ncells, np.int64)
     o_min = np.empty(ncells)
     o_max = np.empty(ncells)
+    empty_ns = np.empty(0)
     no = 0
     ss = sub * sub
     # accumulators side by side per cell (one cache line): n, sw, swx, swxx, swwu, n_u_missing, min, max
@@ -270,12 +354,7 @@ def area_accumulate(px, py, nv, x, wm, u, ref, rows, cols, tile, sub):
         q = p
         while q < npairs and pair_key[order[q]] == key:
             q += 1
-        tid = key // (per * per)
-        sid = key % (per * per)
-        srow0 = (tid // tile_cols) * tile + (sid // per) * sub
-        scol0 = (tid % tile_cols) * tile + (sid % per) * sub
-        srow1 = min(srow0 + sub, rows) - 1
-        scol1 = min(scol0 + sub, cols) - 1
+        srow0, scol0, srow1, scol1 = subtile_box(key, per, tile_cols, tile, sub, rows, cols)
         nt = 0
         for s in range(p, q):
             i = pair_poly[order[s]]
@@ -297,49 +376,14 @@ def area_accumulate(px, py, nv, x, wm, u, ref, rows, cols, tile, sub):
                     if a <= _EPS_AREA:
                         continue
                     scratch[rr * width + cc] = 0.0
-                    loc = base_loc + cc
-                    if acc[loc, 0] == 0.0:
-                        touched[nt] = loc
-                        nt += 1
-                        acc[loc, 6] = xv
-                        acc[loc, 7] = xv
-                    w = a * wi
-                    acc[loc, 0] += 1.0
-                    acc[loc, 1] += w
-                    acc[loc, 2] += w * xi
-                    acc[loc, 3] += w * xi * xi
-                    if u_ok:
-                        acc[loc, 4] += w * w * ui * ui
-                    else:
-                        acc[loc, 5] += 1.0
-                    if xv < acc[loc, 6]:
-                        acc[loc, 6] = xv
-                    if xv > acc[loc, 7]:
-                        acc[loc, 7] = xv
+                    nt = add_to_cell(acc, base_loc + cc, touched, nt, a * wi, xv, xi, ui, u_ok)
             # clear what the coverage left below the emission threshold
             for rr in range(rb - ra + 1):
                 for cc in range(width):
                     scratch[rr * width + cc] = 0.0
-        # emit the touched cells in index order: sort them when few, else scan the sub-tile
-        base = key * ss
-        if nt * 8 < ss:
-            order_t = np.sort(touched[:nt])
-        else:
-            order_t = np.arange(ss)
-        for loc in order_t:
-            if acc[loc, 0] == 0.0:
-                continue
-            o_idx[no] = base + loc
-            o_n[no] = int(acc[loc, 0])
-            o_sw[no] = acc[loc, 1]
-            o_swx[no] = acc[loc, 2]
-            o_swxx[no] = acc[loc, 3]
-            o_swwu[no] = acc[loc, 4]
-            o_um[no] = int(acc[loc, 5])
-            o_min[no] = acc[loc, 6]
-            o_max[no] = acc[loc, 7]
-            no += 1
-            acc[loc, 0:8] = 0.0
+        # emit the touched cells in index order
+        no = emit_cells(acc, touched, nt, key * ss, o_idx, o_n, o_sw, o_swx, o_swxx, o_swwu, o_um, o_min, o_max,
+                        empty_ns, no)
         p = q
     return (o_idx[:no], o_n[:no], o_sw[:no], o_swx[:no], o_swxx[:no], o_swwu[:no], o_um[:no], o_min[:no],
             o_max[:no], used)

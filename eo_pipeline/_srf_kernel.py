@@ -41,6 +41,8 @@ import math
 import numpy as np
 from numba import njit
 
+from ._area_kernel import add_to_cell, emit_cells, subtile_box, subtile_pairs
+
 __all__ = ["srf_accumulate", "srf_transforms", "srf_scale", "SRF_SCALE"]
 
 #: Normalisation ``s`` of the SRF for the shapes the reference implementation lists (else 1).
@@ -328,17 +330,8 @@ def srf_accumulate(cx, cy, ox, oy, area, x, wm, u, ref, x0, dx, y0, dy, rows, co
     for p in range(npc):
         npairs += (pr1[p] // sub - pr0[p] // sub + 1) * (pc1[p] // sub - pc0[p] // sub + 1)
         ncells += (pr1[p] - pr0[p] + 1) * (pc1[p] - pc0[p] + 1)
-    pair_key = np.empty(npairs, np.int64)
-    pair_piece = np.empty(npairs, np.int64)
-    k = 0
-    for p in range(npc):
-        for sr in range(pr0[p] // sub, pr1[p] // sub + 1):
-            for sc in range(pc0[p] // sub, pc1[p] // sub + 1):
-                tid = (sr // per) * tile_cols + sc // per
-                pair_key[k] = tid * per * per + (sr % per) * per + sc % per
-                pair_piece[k] = p
-                k += 1
-    order = np.argsort(pair_key, kind="mergesort")
+    pair_key, pair_piece, order = subtile_pairs(pr0[:npc], pr1[:npc], pc0[:npc], pc1[:npc], npairs, tile_cols,
+                                                per, sub)
     o_idx = np.empty(ncells, np.int64)
     o_n = np.empty(ncells, np.int64)
     o_sw = np.empty(ncells)
@@ -361,12 +354,7 @@ def srf_accumulate(cx, cy, ox, oy, area, x, wm, u, ref, x0, dx, y0, dy, rows, co
         q = p
         while q < npairs and pair_key[order[q]] == key:
             q += 1
-        tid = key // (per * per)
-        sid = key % (per * per)
-        srow0 = (tid // tile_cols) * tile + (sid // per) * sub
-        scol0 = (tid % tile_cols) * tile + (sid % per) * sub
-        srow1 = min(srow0 + sub, rows) - 1
-        scol1 = min(scol0 + sub, cols) - 1
+        srow0, scol0, srow1, scol1 = subtile_box(key, per, tile_cols, tile, sub, rows, cols)
         nt = 0
         for s in range(p, q):
             pc = pair_piece[order[s]]
@@ -404,45 +392,10 @@ def srf_accumulate(cx, cy, ox, oy, area, x, wm, u, ref, x0, dx, y0, dy, rows, co
                     if not sg > 0.0:
                         continue
                     loc = base_loc + cc
-                    if acc[loc, 0] == 0.0:
-                        touched[nt] = loc
-                        nt += 1
-                        acc[loc, 6] = xv
-                        acc[loc, 7] = xv
-                    w = sg * inv_area
-                    acc[loc, 0] += 1.0
-                    acc[loc, 1] += w
-                    acc[loc, 2] += w * xi
-                    acc[loc, 3] += w * xi * xi
-                    if u_ok:
-                        acc[loc, 4] += w * w * ui * ui
-                    else:
-                        acc[loc, 5] += 1.0
-                    if xv < acc[loc, 6]:
-                        acc[loc, 6] = xv
-                    if xv > acc[loc, 7]:
-                        acc[loc, 7] = xv
+                    nt = add_to_cell(acc, loc, touched, nt, sg * inv_area, xv, xi, ui, u_ok)
                     acc[loc, 8] += sg
-        base = key * ss
-        if nt * 8 < ss:
-            order_t = np.sort(touched[:nt])
-        else:
-            order_t = np.arange(ss)
-        for loc in order_t:
-            if acc[loc, 0] == 0.0:
-                continue
-            o_idx[no] = base + loc
-            o_n[no] = int(acc[loc, 0])
-            o_sw[no] = acc[loc, 1]
-            o_swx[no] = acc[loc, 2]
-            o_swxx[no] = acc[loc, 3]
-            o_swwu[no] = acc[loc, 4]
-            o_um[no] = int(acc[loc, 5])
-            o_min[no] = acc[loc, 6]
-            o_max[no] = acc[loc, 7]
-            o_ns[no] = acc[loc, 8]
-            no += 1
-            acc[loc, 0:9] = 0.0
+        no = emit_cells(acc, touched, nt, key * ss, o_idx, o_n, o_sw, o_swx, o_swxx, o_swwu, o_um, o_min, o_max,
+                        o_ns, no)
         p = q
     # copies of the used length: the buffers are sized for every window cell, which overlapping windows
     # share, and a partial is held until every output block has taken its cells
