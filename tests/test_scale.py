@@ -46,10 +46,11 @@ def test_peak_memory_of_a_composite_does_not_grow_with_the_number_of_days(tmp_pa
 def test_peak_memory_of_an_oversampled_composite_does_not_grow_with_the_number_of_days(tmp_path):
     # the srf method runs in the same chunk / combine-per-block / finalize structure: each sounding
     # spreads over ~9 cells here, and the peak still follows the days in flight
+    # (before the kernel returned exact-size arrays: 1.24 GB for 2 days, 1.69 GB for 4)
     two = _peak_mb(2, tmp_path / "two", "srf")
-    six = _peak_mb(6, tmp_path / "six", "srf")
-    assert six - two < 300, (two, six)
-    assert len(list((tmp_path / "six").glob("xch4_*.tif"))) == 6
+    four = _peak_mb(4, tmp_path / "four", "srf")
+    assert four - two < 300, (two, four)
+    assert len(list((tmp_path / "four").glob("xch4_*.tif"))) == 4
 
 
 def _day_products():
