@@ -40,7 +40,6 @@ from .gridding import (
     provenance,
     route_to_blocks,
     srf_setup,
-    srf_shape_for,
 )
 from .readers import open_product
 
@@ -136,14 +135,12 @@ def composite(
     datasets, info = check_inputs(datasets, method, weighting, no_corners)
     stats = method_statistics(statistics, method)
     g = as_grid(grid)
-    srf_attrs = srf_setup(datasets, g, method, weighting, info, srf_shape, srf_window)
+    srf_attrs, srf_fields = srf_setup(datasets, g, method, weighting, info, srf_shape, srf_window)
     edges = period_edges(datasets, period)
     n_periods = len(edges) - 1
     tiling = Tiling(g.shape, check_chunk(chunk) or auto_chunk(g, periods=n_periods), periods=n_periods)
     b = Binning(g, tiling, method, weighting == "inverse_variance", info.reference_value,
-                period_edges=tuple(int(e) for e in edges.astype(np.int64)), statistics=stats,
-                srf_shape=None if srf_shape is None else srf_shape_for(datasets[0], srf_shape),
-                srf_window=float(srf_window))
+                period_edges=tuple(int(e) for e in edges.astype(np.int64)), statistics=stats, **srf_fields)
     by_layer: dict[int, list[Any]] = {k: [] for k in range(n_periods)}
     for d in datasets:
         layers = layers_of(d, edges)

@@ -51,6 +51,7 @@ __all__ = [
     "drop_degenerate",
     "srf_footprints",
     "srf_circles",
+    "centres_in_grid",
     "FOV_DIAMETER_KM",
     "SRF_SHAPES",
     "srf_shape_of",
@@ -652,13 +653,8 @@ def srf_shape_of(shape: object, instrument: str = "", *, has_corners: bool = Tru
     return values  # type: ignore[return-value]
 
 
-def _shoelace(ox: np.ndarray, oy: np.ndarray) -> np.ndarray:
-    """Planar area of quadrilaterals given by their (N, 4) vertices (absolute value)."""
-    return 0.5 * np.abs(np.sum(ox * np.roll(oy, -1, axis=1) - np.roll(ox, -1, axis=1) * oy, axis=1))
-
-
-def _centres_in_grid(lon: np.ndarray, lat: np.ndarray, grid: GridSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixel centres in grid units and which lie on the grid (edges included).
+def centres_in_grid(lon: np.ndarray, lat: np.ndarray, grid: GridSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Kernel: sounding centres (degrees) in grid units, and which lie on the grid (edges included).
 
     On a lon/lat grid the longitude is moved into ``[west, west + 360)`` first (as the
     reference implementation does), so a grid reaching past +-180 degrees takes the
@@ -668,7 +664,7 @@ def _centres_in_grid(lon: np.ndarray, lat: np.ndarray, grid: GridSpec) -> tuple[
     with np.errstate(invalid="ignore"):
         if grid.is_geographic:
             cx = west + np.mod(lon - west, 360.0)
-            cy = lat.astype(np.float64)
+            cy = lat
         else:
             ok = np.isfinite(lon) & np.isfinite(lat)
             cx, cy = grid.lonlat_to_xy(np.where(ok, lon, 0.0), np.where(ok, lat, 0.0))
@@ -713,7 +709,7 @@ def srf_footprints(
     lat = np.asarray(lat, np.float64).ravel()
     lon_b = np.asarray(lon_b, np.float64).reshape(-1, 4)
     lat_b = np.asarray(lat_b, np.float64).reshape(-1, 4)
-    cx, cy, inside = _centres_in_grid(lon, lat, grid)
+    cx, cy, inside = centres_in_grid(lon, lat, grid)
     idx = np.flatnonzero(inside)
     lon_b, lat_b = lon_b[idx], lat_b[idx]
     with np.errstate(invalid="ignore"):
@@ -726,21 +722,18 @@ def srf_footprints(
         with np.errstate(invalid="ignore"):
             good &= np.abs(steps.sum(axis=1)) < 180.0
     else:
-        keep = good.copy()
-        x, y, _, kept, torn = _projected_polygons(np.where(good[:, None], lon_b, 0.0),
-                                                  np.where(good[:, None], lat_b, 0.0), keep, grid)
+        x, y, _, kept, _ = _projected_polygons(np.where(good[:, None], lon_b, 0.0),
+                                               np.where(good[:, None], lat_b, 0.0), good, grid)
         ox = np.full(lon_b.shape, np.nan)
         oy = np.full(lon_b.shape, np.nan)
         ox[kept] = x - cx[idx[kept], None]
         oy[kept] = y - cy[idx[kept], None]
         good = np.zeros(idx.size, bool)
         good[kept] = True
-    with np.errstate(invalid="ignore"):
-        area = _shoelace(ox, oy)
-        extent = np.maximum(np.ptp(ox, axis=1), np.ptp(oy, axis=1))
-        good &= np.isfinite(area) & (area > DEGENERATE_AREA * extent * extent)
-    src = idx[good]
-    return (cx[src], cy[src], ox[good], oy[good], area[good], src.astype(np.int64), int(idx.size - good.sum()))
+    nv = np.full(int(good.sum()), 4, np.int64)
+    ox, oy, nv, src, degenerate = drop_degenerate(ox[good], oy[good], nv, idx[good].astype(np.int64))
+    area = polygon_area(np.ascontiguousarray(ox), np.ascontiguousarray(oy), nv)
+    return cx[src], cy[src], ox, oy, area, src, int(idx.size - good.sum()) + degenerate
 
 
 def srf_circles(
@@ -756,7 +749,7 @@ def srf_circles(
     """
     lon = np.asarray(lon, np.float64).ravel()
     lat = np.asarray(lat, np.float64).ravel()
-    cx, cy, inside = _centres_in_grid(lon, lat, grid)
+    cx, cy, inside = centres_in_grid(lon, lat, grid)
     idx = np.flatnonzero(inside)
     r_m = 500.0 * float(diameter_km)
     lo, la = lon[idx], lat[idx]
@@ -778,7 +771,7 @@ def srf_circles(
     ox = sx * ex[:, None] + sy * nx[:, None]
     oy = sx * ey[:, None] + sy * ny[:, None]
     with np.errstate(invalid="ignore"):
-        area = 0.25 * np.pi * _shoelace(ox, oy)
+        area = np.pi * np.abs(ex * ny - ey * nx)  # the ellipse of semi-axes E and N: pi/4 of the parallelogram
         good = np.isfinite(area) & (area > 0) & np.isfinite(ox).all(axis=1) & np.isfinite(oy).all(axis=1)
     src = idx[good]
     return (cx[src], cy[src], ox[good], oy[good], area[good], src.astype(np.int64), int(n - good.sum()))

@@ -38,7 +38,9 @@ from .binning import (
 )
 from .errors import GridError, ReaderOptionError
 from .footprints import (
+    DEFAULT_SRF_SHAPE,
     FOV_DIAMETER_KM,
+    centres_in_grid,
     circle_footprints,
     polygons_in_grid,
     srf_circles,
@@ -108,10 +110,7 @@ class Binning:
 def _point_chunk(lon: np.ndarray, lat: np.ndarray, x: np.ndarray, u: np.ndarray, b: Binning) -> Partial:
     grid = b.grid
     ok = np.isfinite(lon) & np.isfinite(lat)
-    if grid.is_geographic:
-        xs, ys = b.grid.bounds[0] + np.mod(lon - b.grid.bounds[0], 360.0), lat
-    else:
-        xs, ys = grid.lonlat_to_xy(np.where(ok, lon, 0.0), np.where(ok, lat, 0.0))
+    xs, ys, _ = centres_in_grid(lon, lat, grid)
     row, col = grid.rowcol(xs, ys)
     return point_partial(row, col, x, u, ok, b.tiling, b.ref, b.inverse_variance)
 
@@ -147,7 +146,7 @@ def _srf_chunk(lon: np.ndarray, lat: np.ndarray, lon_b: np.ndarray | None, lat_b
     west, _, east, north = grid.bounds
     geographic = grid.is_geographic
     wrap = geographic and abs((east - west) - 360.0) < 1e-9 * 360.0
-    k1, k2, k3 = b.srf_shape or (2.0, 2.0, 1.0)
+    k1, k2, k3 = b.srf_shape or DEFAULT_SRF_SHAPE
     out = srf_accumulate(cx, cy, np.ascontiguousarray(ox), np.ascontiguousarray(oy), area, xs, wm, us, b.ref,
                          west, dx, north, dy, rows, cols, wrap, 360.0 if geographic else 0.0,
                          float(k1), float(k2), float(k3), srf_scale((k1, k2, k3)), float(b.srf_window),
@@ -526,10 +525,14 @@ def method_statistics(statistics: Any, method: str) -> tuple[str, ...]:
 
 
 def srf_setup(products: Sequence[xr.Dataset], g: GridSpec, method: str, weighting: str | None, info: SpeciesInfo,
-              srf_shape: Any, srf_window: float) -> dict[str, Any]:
-    """Validate the srf options and describe them as dataset attributes (empty for other methods)."""
+              srf_shape: Any, srf_window: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Validate the srf options: the dataset attributes that describe them and the :class:`Binning` fields.
+
+    Both are empty for other methods. A given shape is parsed once here; None leaves
+    each product's shape to its instrument (resolved in :func:`chunk_partials`).
+    """
     if method != "srf":
-        return {}
+        return {}, {}
     try:
         window = float(srf_window)
     except (TypeError, ValueError):
@@ -537,14 +540,16 @@ def srf_setup(products: Sequence[xr.Dataset], g: GridSpec, method: str, weightin
     if not (np.isfinite(window) and window > 0):
         raise ReaderOptionError(f"srf_window must be a positive number (cells per half-width, default 1.5), "
                                 f"got {srf_window!r}")
+    given = None if srf_shape is None else srf_shape_for(products[0], srf_shape)
     shapes = []
-    for p in products:
-        corners = "latitude_bounds" in p or p[info.name].dims == SWATH_DIMS
-        shapes.append(" ".join(f"{k:g}" for k in srf_shape_for(p, srf_shape, has_corners=corners)))
+    for p in products:  # corners as chunk_partials finds them: the product's, or derived for swaths
+        corners = ("latitude_bounds" in p and "longitude_bounds" in p) or p[info.name].dims == SWATH_DIMS
+        shapes.append(" ".join(f"{k:g}" for k in srf_shape_for(p, given, has_corners=corners)))
     unit = "degree" if g.is_geographic else ("m" if g.units in ("metre", "meter") else g.units)
     weight_units = f"{unit}-2" if weighting is None else f"{unit}-2 ({info.units})-2"
-    return {"srf_shape": "; ".join(sorted(set(shapes))), "srf_window": window, "srf_reference": SRF_REFERENCE,
-            "srf_weight_units": weight_units}
+    attrs = {"srf_shape": "; ".join(sorted(set(shapes))), "srf_window": window, "srf_reference": SRF_REFERENCE,
+             "srf_weight_units": weight_units}
+    return attrs, {"srf_shape": given, "srf_window": window}
 
 
 def check_chunk(chunk: int | None) -> int | None:
@@ -718,11 +723,10 @@ def grid_soundings(
     products, info = check_inputs(products, method, weighting, no_corners)
     stats = method_statistics(statistics, method)
     g = as_grid(grid)
-    srf_attrs = srf_setup(products, g, method, weighting, info, srf_shape, srf_window)
+    srf_attrs, srf_fields = srf_setup(products, g, method, weighting, info, srf_shape, srf_window)
     tiling = Tiling(g.shape, check_chunk(chunk) or auto_chunk(g))
     b = Binning(g, tiling, method, weighting == "inverse_variance", info.reference_value, statistics=stats,
-                srf_shape=None if srf_shape is None else srf_shape_for(products[0], srf_shape),
-                srf_window=float(srf_window))
+                **srf_fields)
     parts = [c for p in products for c in chunk_partials(p, b, fov_diameter_km=fov_diameter_km, no_corners=no_corners)]
     blocks = route_to_blocks({0: parts}, tiling, split_every)
     attrs = base_attrs(info, g, method, weighting)
