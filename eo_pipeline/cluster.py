@@ -171,16 +171,18 @@ def _client(choice: SchedulerChoice) -> tuple[Any, Any]:
     timeout = dask.config.get("distributed.comm.timeouts.connect", "30s")
     if choice.kind == "address":
         try:
-            return Client(choice.address, timeout=timeout, set_as_default=False), None
+            client = Client(choice.address, timeout=timeout, set_as_default=False)
         except (OSError, TimeoutError, ValueError) as exc:
             raise ClusterError(f"{choice.address}: cannot reach the dask scheduler ({exc}); start it with "
                                "'dask scheduler' and check the address and port, or use --scheduler threads") from exc
+        return _tuned(client), None
     if choice.kind == "scheduler_file":
         try:
-            return Client(scheduler_file=str(choice.scheduler_file), timeout=timeout, set_as_default=False), None
+            client = Client(scheduler_file=str(choice.scheduler_file), timeout=timeout, set_as_default=False)
         except (OSError, TimeoutError, ValueError) as exc:
             raise ClusterError(f"{choice.scheduler_file}: cannot reach the dask scheduler it names ({exc}); "
                                "is the scheduler still running? restart it or delete the stale file") from exc
+        return _tuned(client), None
     opts = dict(choice.options)
     if choice.kind == "local_cluster":
         cluster = LocalCluster(n_workers=opts["n_workers"], threads_per_worker=opts["threads_per_worker"],
@@ -189,10 +191,22 @@ def _client(choice: SchedulerChoice) -> tuple[Any, Any]:
         cluster = jobqueue_cluster(choice.kind, opts)
         cluster.scale(jobs=int(opts.get("jobs", 1)))
     try:
-        return Client(cluster, set_as_default=False), cluster
+        return _tuned(Client(cluster, set_as_default=False)), cluster
     except BaseException:
         cluster.close()
         raise
+
+
+def _tuned(client: Any) -> Any:
+    """Register :class:`eo_pipeline._worker_tuning.MallocTuning` with the cluster's workers; returns the client."""
+    from ._worker_tuning import MallocTuning
+
+    try:
+        client.register_plugin(MallocTuning())
+    except BaseException:
+        client.close()
+        raise
+    return client
 
 
 class PendingScheduler:

@@ -220,6 +220,7 @@ def test_workers_write_the_maps_and_only_small_results_reach_the_client(tmp_path
     import dask
     import distributed
 
+    from eo_pipeline._worker_tuning import MallocTuning, tune_malloc
     from eo_pipeline.pipeline import run
 
     from .conftest import SAMPLES
@@ -240,6 +241,9 @@ def test_workers_write_the_maps_and_only_small_results_reach_the_client(tmp_path
     monkeypatch.setattr(distributed.Client, "gather", measured)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl:
         result = run(load_config(cfg), scheduler=cl.scheduler_address)
+        with distributed.Client(cl, set_as_default=False) as client:  # the run tuned every worker's malloc
+            tuned = client.run(lambda dask_worker: getattr(dask_worker.plugins.get(MallocTuning.name), "applied", None))
+    assert set(tuned.values()) == {tune_malloc()}, tuned  # True on glibc, False elsewhere
     assert gathered and sum(gathered) < 200_000, gathered
     tif = tmp_path / "out" / "xch4_area_global_0p1_20230715.tif"
     assert str(tif) in result.outputs

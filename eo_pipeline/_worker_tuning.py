@@ -1,0 +1,70 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Worker-process tuning for distributed runs: keep glibc from unmapping every large array.
+
+dask's nanny starts each worker with ``MALLOC_TRIM_THRESHOLD_=65536``
+(``distributed.nanny.pre-spawn-environ``) so that freed memory returns to the system.
+Setting that threshold also switches off glibc's sliding mmap threshold: every
+allocation above 128 kB is then a fresh ``mmap``, its pages are faulted in one by one
+and unmapped when freed. This pipeline allocates and frees arrays of 1-100 MB per task
+(HDF5 chunks, partial sums, output blocks, overview levels), and on the benchmark's
+2-core machine a single worker spent 13.8 s of 39 s of CPU in the kernel doing so (a
+threaded run of the same job, in one process with glibc's defaults: 2.8 s).
+
+:class:`MallocTuning` raises both thresholds to :data:`THRESHOLD` in every worker of a
+distributed run (workers that join later or restart after a loss included): arrays up
+to that size come from the heap and are reused, and at most that much free memory is
+kept at the top of the heap before it is returned. Measured on 42 full-size orbits of
+daily global_0p05 composites: 1 worker 36.8 s -> 26.8 s, 2 workers 26.9 s -> 21.0 s,
+worker system time 13.8 s -> 2.3 s; the largest process grew from 0.8 GB to 1.05 GB.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import platform
+import sys
+from typing import Any
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+__all__ = ["THRESHOLD", "MallocTuning", "tune_malloc"]
+
+log = logging.getLogger(__name__)
+
+#: glibc's mmap and trim thresholds in the workers (bytes).
+THRESHOLD = 256 * 2**20
+
+_M_TRIM_THRESHOLD = -1  # glibc malloc.h
+_M_MMAP_THRESHOLD = -3
+
+
+def tune_malloc(threshold: int = THRESHOLD) -> bool:
+    """Raise glibc's mmap and trim thresholds of this process to ``threshold`` bytes.
+
+    Returns whether they were set: False on other C libraries (macOS, musl, Windows),
+    where nothing is changed.
+    """
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(threshold))) and bool(
+            libc.mallopt(_M_TRIM_THRESHOLD, int(threshold)))
+    except (OSError, AttributeError):
+        return False
+
+
+class MallocTuning(WorkerPlugin):
+    """Worker plugin: :func:`tune_malloc` in every worker, present and future."""
+
+    name = "eo-pipeline-malloc-tuning"
+
+    def __init__(self, threshold: int = THRESHOLD) -> None:
+        self.threshold = threshold
+        self.applied: bool | None = None
+
+    def setup(self, worker: Any) -> None:
+        self.applied = tune_malloc(self.threshold)
+        log.debug("worker %s: glibc malloc thresholds %s", getattr(worker, "address", "?"),
+                  f"set to {self.threshold} bytes" if self.applied else "left as they were (not glibc)")
