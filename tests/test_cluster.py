@@ -221,6 +221,7 @@ def test_workers_write_the_maps_and_only_small_results_reach_the_client(tmp_path
     import distributed
 
     from eo_pipeline._worker_tuning import MallocTuning, tune_malloc
+    from eo_pipeline.io.geotiff import COPY_THREADS, copy_threads
     from eo_pipeline.pipeline import run
 
     from .conftest import SAMPLES
@@ -243,6 +244,8 @@ def test_workers_write_the_maps_and_only_small_results_reach_the_client(tmp_path
         result = run(load_config(cfg), scheduler=cl.scheduler_address)
         with distributed.Client(cl, set_as_default=False) as client:  # the run tuned every worker's malloc
             tuned = client.run(lambda dask_worker: getattr(dask_worker.plugins.get(MallocTuning.name), "applied", None))
+            in_worker = client.submit(copy_threads, pure=False).result()
+    assert in_worker == "1" and copy_threads() == COPY_THREADS  # a task keeps to its worker thread
     assert set(tuned.values()) == {tune_malloc()}, tuned  # True on glibc, False elsewhere
     assert gathered and sum(gathered) < 200_000, gathered
     tif = tmp_path / "out" / "xch4_area_global_0p1_20230715.tif"

@@ -23,6 +23,7 @@ are created by the first task of the graph and all carry the names of
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,26 @@ from ._graph import blocks_then
 __all__ = ["write_cog", "overview_levels"]
 
 BLOCK = 512
-#: Threads GDAL's COG driver uses to compress tiles (the copy is the last step of a map).
+#: Threads GDAL's COG driver uses to compress tiles (the copy is the last step of a map), in this process.
 COPY_THREADS = str(max(1, min(4, os.cpu_count() or 1)))
+
+
+def copy_threads() -> str:
+    """GDAL threads for the COG copy: :data:`COPY_THREADS`, or 1 inside a dask worker.
+
+    A worker runs as many tasks at once as it has threads, and its machine may hold
+    other workers: a task there keeps to its one thread (as dask's nanny asks numpy's
+    libraries to with ``OMP_NUM_THREADS=1``).
+    """
+    if "distributed" in sys.modules:  # a local run does not import it: nothing to ask
+        from distributed import get_worker
+
+        try:
+            get_worker()
+        except ValueError:
+            return COPY_THREADS
+        return "1"
+    return COPY_THREADS
 def overview_levels(shape: tuple[int, int], block: int = BLOCK) -> int:
     """Number of 2x overview levels until the image fits in one block (the COG rule)."""
     rows, cols = shape
@@ -288,7 +307,7 @@ def _finish(_stored: Any, files: Sequence[str], shapes: Sequence[tuple[int, int]
             rasterio.shutil.copy(
                 str(vrt), str(cog_tmp), driver="COG", compress="DEFLATE", predictor="FLOATING_POINT",
                 blocksize=BLOCK, overviews="FORCE_USE_EXISTING" if len(files) > 1 else "NONE", sparse_ok="TRUE",
-                bigtiff="IF_SAFER", num_threads=COPY_THREADS,
+                bigtiff="IF_SAFER", num_threads=copy_threads(),
             )
         mark_done(target)
         os.replace(cog_tmp, target)
