@@ -260,3 +260,53 @@ def test_entry_point_readers_are_discovered(monkeypatch, ch4_file):
         assert eo.open_product(ch4_file, reader="plugin_ch4").attrs["reader"] == "s5p_ch4"
     finally:
         registry._entry_point_readers.cache_clear()
+
+
+def _h5netcdf_view(path):
+    """Every group's and variable's attributes as h5netcdf presents them (the reference)."""
+    import h5netcdf
+
+    from eo_pipeline.readers._netcdf import _py
+
+    out = {}
+    with h5netcdf.File(path, "r", decode_vlen_strings=False) as f:
+        def walk(g, where):
+            out[where] = {str(k): _py(v) for k, v in g.attrs.items()}
+            for k, v in g.variables.items():
+                out[f"{where}/{k}".strip("/")] = {str(a): _py(b) for a, b in v.attrs.items()}
+            for k, sub in g.groups.items():
+                walk(sub, f"{where}/{k}".strip("/"))
+        walk(f, "")
+    return out
+
+
+def test_attributes_read_once_are_those_h5netcdf_shows(tmp_path, ch4_file, oco2_file):
+    """NCFile reads attributes through h5py once each; the values are h5netcdf's, on awkward ones too."""
+    import h5py
+
+    from eo_pipeline.readers._netcdf import NCFile
+
+    from .conftest import SAMPLES
+
+    odd = tmp_path / "odd_attrs.nc"
+    with h5py.File(odd, "w") as f:
+        v = f.create_dataset("x", data=np.arange(3.0))
+        v.attrs["fixed"] = np.bytes_("ppb")  # fixed-length string
+        v.attrs["fixed_array"] = np.array([b"a", b"bc"], dtype="S2")
+        v.attrs["char"] = np.array([b"a"], dtype="S1")  # netCDF char: stays bytes, then str
+        v.attrs["vlen"] = "parts per billion"
+        v.attrs["vlen_array"] = np.array(["u", "vw"], dtype=h5py.string_dtype())
+        v.attrs["one"] = np.array([1.5], dtype="f4")
+        v.attrs["many"] = np.array([1, 2, 3], dtype="i2")
+        v.attrs["empty"] = h5py.Empty("f4")
+        v.attrs["empty_string"] = h5py.Empty(h5py.string_dtype("ascii", 1))
+        v.attrs["utf8"] = np.array("µg".encode(), dtype=h5py.string_dtype("utf-8", 3))
+        f.attrs["title"] = "odd"
+        f.attrs["_NCProperties"] = "version=2"  # netCDF bookkeeping: hidden
+    files = [odd, ch4_file, oco2_file, *sorted(SAMPLES.glob("*.nc*"))]
+    for path in files:
+        ref = _h5netcdf_view(path)
+        with NCFile(path) as nc:
+            for where, attrs in ref.items():
+                assert repr(nc._read_attrs(where, where)) == repr(attrs), (path.name, where)
+    assert "_NCProperties" not in _h5netcdf_view(odd)[""]

@@ -182,6 +182,30 @@ def library_error(
     )
 
 
+#: HDF5 attributes that netCDF-4 uses for its own bookkeeping (dimension scales, the file's
+#: provenance); not netCDF attributes (h5netcdf hides the same set).
+_HIDDEN_ATTRS = frozenset(["REFERENCE_LIST", "CLASS", "DIMENSION_LIST", "NAME", "_Netcdf4Dimid",
+                           "_Netcdf4Coordinates", "_nc3_strict", "_NCProperties"])
+
+
+def _netcdf_attr(h5attrs: h5py.AttributeManager, key: str) -> Any:
+    """One attribute as h5netcdf returns it, read once: fixed-length strings decoded, one-element lists unwrapped."""
+    value = h5attrs[key]
+    stored = h5attrs.get_id(key).dtype
+    info = h5py.check_string_dtype(stored)
+    if isinstance(value, h5py.Empty):
+        return b"" if info and info.length == 1 else np.array([], dtype=stored)
+    if info is not None:
+        if info.length is not None and info.length > 1:  # fixed-length strings ("S1" char arrays stay bytes)
+            value = (value.decode(info.encoding, "surrogateescape") if np.isscalar(value)
+                     else [b.decode(info.encoding, "surrogateescape") for b in value.flat])
+        elif not np.isscalar(value):
+            value = value.tolist()
+    if isinstance(value, np.ndarray | list) and len(value) == 1:
+        return value[0]
+    return value
+
+
 def _py(value: Any) -> Any:
     """Turn an attribute value into plain Python (str for bytes, scalars unwrapped)."""
     if isinstance(value, bytes | np.bytes_):
@@ -371,9 +395,17 @@ class NCFile:
         except LIBRARY_ERRORS as exc:
             raise self._corrupt(f"opening {path}", exc) from exc
 
-    def _read_attrs(self, obj: Any, where: str) -> dict[str, Any]:
+    def _read_attrs(self, path: str, where: str) -> dict[str, Any]:
+        """The netCDF attributes of the group or variable at ``path`` ("" for the root), as plain values.
+
+        Read through h5py, each attribute once, as h5netcdf presents them (its hidden
+        HDF5 dimension-scale attributes left out, strings decoded the same way): h5netcdf's
+        own mapping reads every value three times, a sixth of the time of opening a product.
+        """
+        assert self._h5 is not None
         try:
-            return {str(k): _py(v) for k, v in obj.attrs.items()}
+            h5attrs = (self._h5[path] if path.strip("/") else self._h5).attrs
+            return {str(k): _py(_netcdf_attr(h5attrs, k)) for k in h5attrs if k not in _HIDDEN_ATTRS}
         except LIBRARY_ERRORS as exc:
             raise self._corrupt(f"reading the attributes of {where}", exc) from exc
 
@@ -381,7 +413,7 @@ class NCFile:
     def attrs(self) -> dict[str, Any]:
         """Global attributes as plain Python values."""
         if self._attrs is None:
-            self._attrs = self._read_attrs(self._root, "the root group")
+            self._attrs = self._read_attrs("", "the root group")
         return self._attrs
 
     def group_attrs(self, group: str) -> dict[str, Any]:
@@ -389,7 +421,7 @@ class NCFile:
         g = self._node(group)
         if not isinstance(g, h5netcdf.Group):
             return {}
-        return self._read_attrs(g, group)
+        return self._read_attrs(group, group)
 
     def has_group(self, group: str) -> bool:
         """Return True if ``group`` exists (CorruptFileError if the library cannot open it)."""
@@ -442,7 +474,7 @@ class NCFile:
             shape=shape,
             dtype=dtype,
             dims=dims,
-            attrs=self._read_attrs(v, path),
+            attrs=self._read_attrs(path, path),
             storage_chunks=chunks,
         )
 
