@@ -83,6 +83,8 @@ def copy_threads() -> str:
             return COPY_THREADS
         return "1"
     return COPY_THREADS
+
+
 def overview_levels(shape: tuple[int, int], block: int = BLOCK) -> int:
     """Number of 2x overview levels until the image fits in one block (the COG rule)."""
     rows, cols = shape
