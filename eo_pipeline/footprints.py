@@ -97,6 +97,20 @@ def _unwrap_correction(dd):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
+def _unwrap_step(k, x, xprev, cs):  # pragma: no cover - compiled
+    """Element ``k`` of np.unwrap(period=360) along a run, from the previous element and running correction.
+
+    Returns the unwrapped value and the new running correction (0.0 before element 1), summed
+    in np.cumsum's order so the result is bit-identical.
+    """
+    if k == 0:
+        return x, cs
+    d = _unwrap_correction(x - xprev)
+    cs = d if k == 1 else cs + d
+    return x + cs, cs
+
+
+@njit(cache=True, nogil=True)
 def _fill_plan(lon):  # pragma: no cover - compiled
     """Where the NaN-filled longitudes of each row come from, and each row's unwrapping shift.
 
@@ -136,12 +150,7 @@ def _fill_plan(lon):  # pragma: no cover - compiled
     prev = 0.0
     for i in range(n):
         c = np.float64(lon[row[i], col[i]])  # column 0 of filled row i
-        if i == 0:
-            col0 = c
-        else:
-            d = _unwrap_correction(c - prev)
-            cs = d if i == 1 else cs + d
-            col0 = c + cs
+        col0, cs = _unwrap_step(i, c, prev, cs)
         prev = c
         shift[i] = np.rint((col0 - c) / 360.0) * 360.0
     return row, col, shift
@@ -161,12 +170,7 @@ def _unwrap_row(lon, i, row, col, shift, u):  # pragma: no cover - compiled
         if np.isfinite(y):
             v = y
         x = v + sh
-        if j == 0:
-            out = x
-        else:
-            d = _unwrap_correction(x - xprev)
-            cs = d if j == 1 else cs + d
-            out = x + cs
+        out, cs = _unwrap_step(j, x, xprev, cs)
         xprev = x
         u[j] = out if np.isfinite(lon[i, j]) else np.nan
 
