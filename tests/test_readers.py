@@ -308,5 +308,6 @@ def test_attributes_read_once_are_those_h5netcdf_shows(tmp_path, ch4_file, oco2_
         ref = _h5netcdf_view(path)
         with NCFile(path) as nc:
             for where, attrs in ref.items():
-                assert repr(nc._read_attrs(where, where)) == repr(attrs), (path.name, where)
+                obj = nc._h5[where] if where else nc._h5
+                assert repr(nc._read_attrs(obj, where)) == repr(attrs), (path.name, where)
     assert "_NCProperties" not in _h5netcdf_view(odd)[""]
