@@ -31,7 +31,7 @@ from ..errors import OutputError
 
 __all__ = ["TEMP_MARK", "temp_path", "temporaries_of", "remove_temporaries", "done_marker", "mark_done",
            "create_atomically", "remove_parts", "unlink_all", "compute_writer", "cluster_lock", "write_lock",
-           "write_failed", "NO_SPACE", "SIZE_LIMIT"]
+           "write_failed", "beyond_size_limit", "NO_SPACE", "SIZE_LIMIT"]
 
 #: Marker in every temporary name (``.{name}.{tag}.eo-tmp{suffix}``).
 TEMP_MARK = ".eo-tmp"
@@ -248,6 +248,17 @@ def _file_size_limit() -> int | None:
         return None
     soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def beyond_size_limit(nbytes: int) -> bool:
+    """Whether a file of ``nbytes`` bytes would reach this process's file size limit (``ulimit -f``).
+
+    For writers whose library hides the operating system's error: a part that failed
+    while it was to grow that large is put down to the limit even when its file is
+    already gone (another task's failure removed the output's temporaries).
+    """
+    limit = _file_size_limit()
+    return limit is not None and nbytes >= limit - min(_NEARLY_FULL, limit // 4)
 
 
 def _cause(exc: BaseException, target: Path) -> str | None:

@@ -22,31 +22,50 @@ from dask.highlevelgraph import HighLevelGraph
 
 __all__ = ["BlockJob", "blocks_then"]
 
-#: ``(array, task function, extra arguments of a block given its index and region)``;
-#: each task is called as ``func(first, block, *extra(index, region))``.
-BlockJob = tuple[da.Array, Callable[..., Any], Callable[[tuple[int, ...], tuple[slice, ...]], tuple[Any, ...]]]
+#: ``(arrays, task function, extra arguments of a block given its index)``: ``arrays`` is one
+#: array, or a sequence of arrays with the same chunks whose blocks go to one task together;
+#: each task is called as ``func(first, block, *extra)`` or ``func(first, *blocks, **extra)``
+#: (without ``first`` when it is None); ``extra`` returns a tuple (positional) or a dict (keywords).
+BlockJob = tuple[da.Array | Sequence[da.Array], Callable[..., Any], Callable[..., Any]]
 
 
-def blocks_then(first: Delayed, jobs: Sequence[BlockJob], last: Callable[..., Any], last_args: Sequence[Any],
+def blocks_then(first: Delayed | None, jobs: Sequence[BlockJob], last: Callable[..., Any], last_args: Sequence[Any],
                 *, token: Any) -> Delayed:
-    """A Delayed running ``first``, then one task per block of every job's array, then ``last``.
+    """A Delayed running ``first``, then one task per block of every job's arrays, then ``last``.
 
     ``last`` is called as ``last([result of first, *results of the block tasks], *last_args)``
-    (so it runs after ``first`` even without blocks); its key is
+    (so it runs after ``first`` even without blocks; without ``first``:
+    ``last([*results of the block tasks], *last_args)``); its key is
     ``"{last.__name__}-{token}"`` (the progress line counts finished outputs by it).
+    For a single array, ``extra`` is called as ``extra(index, region)`` and returns a tuple;
+    for a sequence of arrays, as ``extra(index)`` and returns a dict of keywords.
     """
     tok = tokenize(token)
+    head = [TaskRef(first.key)] if first is not None else []
     dsk: dict[Any, Task] = {}
     keys: list[Any] = []
-    for arr, func, extra in jobs:
+    collections: list[Any] = [first] if first is not None else []
+    for arrays, func, extra in jobs:
         name = f"{func.__name__}-{tok}"
-        starts = [np.concatenate(([0], np.cumsum(c[:-1]))).astype(int) for c in arr.chunks]
-        for index in np.ndindex(*arr.numblocks):
-            region = tuple(slice(int(starts[d][i]), int(starts[d][i]) + arr.chunks[d][i]) for d, i in enumerate(index))
+        if isinstance(arrays, da.Array):
+            arr = arrays
+            starts = [np.concatenate(([0], np.cumsum(c[:-1]))).astype(int) for c in arr.chunks]
+            for index in np.ndindex(*arr.numblocks):
+                region = tuple(slice(int(starts[d][i]), int(starts[d][i]) + arr.chunks[d][i])
+                               for d, i in enumerate(index))
+                key = (name, len(keys))
+                dsk[key] = Task(key, func, *head, TaskRef((arr.name, *index)), *extra(index, region))
+                keys.append(key)
+            collections.append(arr)
+            continue
+        if any(a.chunks != arrays[0].chunks for a in arrays):
+            raise ValueError("the arrays of one block job must have the same chunks")
+        for index in np.ndindex(*arrays[0].numblocks):
             key = (name, len(keys))
-            dsk[key] = Task(key, func, TaskRef(first.key), TaskRef((arr.name, *index)), *extra(index, region))
+            dsk[key] = Task(key, func, *head, *[TaskRef((a.name, *index)) for a in arrays], **extra(index))
             keys.append(key)
+        collections += list(arrays)
     last_key = f"{last.__name__}-{tok}"
-    dsk[last_key] = Task(last_key, last, List(TaskRef(first.key), *[TaskRef(k) for k in keys]), *last_args)
-    graph = HighLevelGraph.from_collections(last_key, dsk, dependencies=[first, *[arr for arr, _, _ in jobs]])
+    dsk[last_key] = Task(last_key, last, List(*head, *[TaskRef(k) for k in keys]), *last_args)
+    graph = HighLevelGraph.from_collections(last_key, dsk, dependencies=collections)
     return Delayed(last_key, graph)

@@ -1,38 +1,40 @@
 # SPDX-License-Identifier: Apache-2.0
 """Cloud-Optimized GeoTIFF writer for gridded (y, x) datasets.
 
-Every band and every overview level is written block by block through
-:func:`dask.array.store` into sparse, tiled temporary GeoTIFFs next to the target
-(each task opens its file by path, under a lock, as rioxarray does, because rasterio
-datasets cannot be pickled). Blocks without data are never written, and overviews are
-computed here, lazily and only where there is data (NaN-aware 2 x 2 averages, like
-GDAL's AVERAGE resampling), because GDAL would read every pixel of a mostly empty
-global grid to build them. A VRT then ties the levels together and GDAL's COG driver
-copies it (float32, NaN nodata, DEFLATE without a predictor, 512 x 512
-tiles, the overviews as they are) into the target, which is renamed into place: a
-failed run leaves nothing half-written.
+One task per block of the map writes every band of that block, and every overview
+level of it, into small sparse, tiled temporary GeoTIFFs of its own (no other task
+writes them, so no lock is taken, and a worker writes what it computed). Blocks and
+512-tiles without data are never written, and the overviews are computed here, per
+block and only where there is data (NaN-aware 2 x 2 averages, like GDAL's AVERAGE
+resampling), because GDAL would read every pixel of a mostly empty global grid to
+build them. The last task ties the blocks' files together in a VRT per level, and
+GDAL's COG driver copies them (float32, NaN nodata, DEFLATE without a predictor,
+512 x 512 tiles, the overviews as they are) into the target, which is renamed into
+place: a failed run leaves nothing half-written.
 
 The georeferencing comes from the map's ``x``/``y`` coordinates
 (:meth:`GridSpec.from_dataset`), so maps cut, flipped, subsampled or coarsened with
 plain xarray are written where their coordinates say, north-up. The temporary files
-are created by the first task of the graph and all carry the names of
+all carry the names of
 :mod:`eo_pipeline.io._atomic`; any task that fails removes them and raises one
 :class:`~eo_pipeline.errors.OutputError` naming the target, the cause and the fix.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-import dask
 import dask.array as da
 import numpy as np
 import rasterio
+import rasterio.errors
 import rasterio.shutil
 import xarray as xr
 from affine import Affine
@@ -42,16 +44,14 @@ from rasterio.windows import Window
 from ..errors import OutputError
 from ..grid import GridSpec, north_up
 from ._atomic import (
-    cluster_lock,
+    beyond_size_limit,
     compute_writer,
-    create_atomically,
     done_marker,
     mark_done,
     remove_parts,
     remove_temporaries,
     temp_path,
     write_failed,
-    write_lock,
 )
 from ._graph import blocks_then
 
@@ -138,98 +138,97 @@ def _coarsen2(block: np.ndarray) -> np.ndarray:
     return _coarsen2_nb(np.ascontiguousarray(block, np.float32))
 
 
-def _pyramid(arr: da.Array, levels: int) -> list[da.Array]:
-    """Lazy overview levels of a 2-D array (blocks of even size halve cleanly)."""
-    out = [arr]
-    for _ in range(levels):
-        prev = out[-1]
-        if any(c % 2 for dim in prev.chunks for c in dim[:-1]):
-            prev = prev.rechunk({0: max(2, prev.chunksize[0] // 2 * 2), 1: max(2, prev.chunksize[1] // 2 * 2)})
-        chunks = tuple(tuple(-(-c // 2) for c in dim) for dim in prev.chunks)
-        out.append(prev.map_blocks(_coarsen2, chunks=chunks, dtype=np.float32, meta=np.empty((0, 0), np.float32)))
-    return out
+def _aligned(arr: da.Array, levels: int) -> da.Array:
+    """``arr`` with every block but the last of each axis a multiple of ``2**levels`` cells.
 
-
-class _BandWriter:
-    """``__setitem__`` target: writes the non-empty 512-tiles of a block of one band, by path.
-
-    A tile is empty when all its values are NaN, or, for bands where ``zero_is_empty``
-    (counts and weights), NaN or 0. Empty tiles are never written, so they read back as
-    nodata and cost nothing in the file (the bands are tiled apart, so this holds per band).
-
-    A failed write removes the output's temporaries before the file's lock is released.
-    A write that finds its temporary file gone (before or after failing) returns quietly:
-    the task that removed it reports the failure, and the final task, which needs the
-    file, can never complete the output without it.
+    Then every overview level of a block is the 2 x 2 coarsening of the level above
+    within that block, exactly as of the whole map, and a block's task makes all its
+    levels alone.
     """
+    step = 2**levels
+    if all(c % step == 0 for dim in arr.chunks for c in dim[:-1]):
+        return arr
+    return arr.rechunk(tuple(max(step, round(arr.chunksize[d] / step) * step) for d in range(2)))
 
-    def __init__(self, path: str, band: int, shape: tuple[int, int], lock: Any, zero_is_empty: bool,
-                 target: str) -> None:
-        self.target = target
-        self.path = path
-        self.band = band
-        self.shape = shape
-        self.dtype = np.dtype("float32")
-        self.ndim = 2
-        self.lock = lock
-        self.zero_is_empty = zero_is_empty
 
-    def _empty(self, tile: np.ndarray) -> bool:
-        if self.zero_is_empty:  # counts and weights are >= 0; NaN > 0 is False
+def _tiles(block: np.ndarray, zero_is_empty: bool) -> list[tuple[Window, np.ndarray]]:
+    """The non-empty 512-tiles of one band's block (empty: all NaN, or for counts and weights NaN or 0)."""
+    def empty(tile: np.ndarray) -> bool:
+        if zero_is_empty:  # counts and weights are >= 0; NaN > 0 is False
             return not bool(np.any(tile > 0))
         return bool(np.isnan(tile).all())
 
-    def __setitem__(self, key: tuple[slice, slice], block: np.ndarray) -> None:
-        if block.size == 0 or (uniform_view(block) and self._empty(block.flat[:1])):
-            return
-        r0, c0 = key[0].start or 0, key[1].start or 0
-        writes = []
-        rows = _tile_edges(r0, block.shape[0])
-        cols = _tile_edges(c0, block.shape[1])
-        for a, b in zip(rows[:-1], rows[1:], strict=True):
-            for c, d in zip(cols[:-1], cols[1:], strict=True):
-                tile = block[a:b, c:d]
-                if not self._empty(tile):
-                    writes.append((Window(c0 + c, r0 + a, d - c, b - a), tile))
-        if not writes:
-            return
-        with write_lock(self.target, self.lock, part=self.path):
-            if not os.path.exists(self.path):
-                return  # the output already failed (see the class docstring)
-            try:
-                with rasterio.open(self.path, "r+") as dst:
-                    for window, tile in writes:
-                        dst.write(np.asarray(tile, np.float32), self.band, window=window)
-            except Exception as exc:  # noqa: BLE001 - one clear message for any library failure
-                if not os.path.exists(self.path):
-                    return
-                raise write_failed(self.target, "GeoTIFF", exc) from exc
-
-    def __dask_tokenize__(self) -> tuple[Any, ...]:
-        return ("eo_pipeline._BandWriter", self.target, self.path, self.band, self.shape, self.zero_is_empty)
+    if block.size == 0 or (uniform_view(block) and empty(block.flat[:1])):
+        return []
+    rows, cols = block.shape
+    return [(Window(c, r, min(BLOCK, cols - c), min(BLOCK, rows - r)), block[r:r + BLOCK, c:c + BLOCK])
+            for r in range(0, rows, BLOCK) for c in range(0, cols, BLOCK)
+            if not empty(block[r:r + BLOCK, c:c + BLOCK])]
 
 
-def _tile_edges(start: int, length: int) -> list[int]:
-    """Offsets (relative to ``start``) that split [start, start + length) at multiples of BLOCK."""
-    edges = [0]
-    nxt = (start // BLOCK + 1) * BLOCK - start
-    while nxt < length:
-        edges.append(nxt)
-        nxt += BLOCK
-    edges.append(length)
-    return edges
+def _write_part(path: Path, bands: Sequence[np.ndarray], zero_is_empty: Sequence[bool], transform: Affine) -> bool:
+    """Kernel: one level of one block, all bands, as a sparse tiled float32 GeoTIFF (nothing if empty).
 
-
-def _create(path: Path, grid: GridSpec, shape: tuple[int, int], transform: Affine, count: int) -> None:
-    """Kernel: an empty, sparse, tiled float32 GeoTIFF, uncompressed (only the COG copy compresses, once)."""
+    Only its non-empty tiles are written; the others read back as nodata (NaN). The file
+    is made under another name and moved into place, so a task run twice (a cluster
+    reruns the tasks of a lost worker) never leaves or reads a half-made part.
+    """
+    writes = [(b, _tiles(block, z)) for b, (block, z) in enumerate(zip(bands, zero_is_empty, strict=True), start=1)]
+    if not any(tiles for _, tiles in writes):
+        return False
+    rows, cols = bands[0].shape
     profile = {
-        "driver": "GTiff", "dtype": "float32", "count": count, "width": shape[1], "height": shape[0],
-        "crs": grid.crs.to_wkt(), "transform": transform, "nodata": np.nan, "tiled": True,
-        "blockxsize": BLOCK, "blockysize": BLOCK, "compress": "none", "sparse_ok": True,
-        "bigtiff": "YES", "interleave": "band",  # bands tiled apart: a band's skipped tile reads as nodata
+        "driver": "GTiff", "dtype": "float32", "count": len(bands), "width": cols, "height": rows,
+        "nodata": np.nan, "transform": transform, "tiled": True, "compress": "none", "sparse_ok": True,
+        "interleave": "band",
+        # tiles of 16 x k cells (GDAL's rule), at most 512: the small blocks of the coarse levels are one tile
+        "blockxsize": min(BLOCK, -(-cols // 16) * 16), "blockysize": min(BLOCK, -(-rows // 16) * 16),
     }
-    with rasterio.open(path, "w", **profile):
-        pass
+    # its own name in each process and thread (a task may run twice at once); a failed part is removed
+    # with the output's other temporaries by the caller (write_failed, after it looked at their sizes)
+    part = path.with_name(f"{path.name}.new{os.getpid()}-{threading.get_ident()}")
+    try:
+        with rasterio.open(part, "w", **profile) as dst:
+            for b, tiles in writes:
+                for window, tile in tiles:
+                    dst.write(np.asarray(tile, np.float32), b, window=window)
+    except rasterio.errors.RasterioError as exc:  # GDAL hides the operating system's error
+        data = sum(tile.size for _, tiles in writes for _, tile in tiles) * 4
+        if beyond_size_limit(data):
+            raise OSError(errno.EFBIG, f"{part}: file size limit exceeded") from exc
+        raise
+    os.replace(part, path)
+    return True
+
+
+def _write_block(*blocks: np.ndarray, target: str, index: tuple[int, int], origin: tuple[int, int],
+                 shapes: Sequence[tuple[int, int]], transform: Affine,
+                 zero_is_empty: Sequence[bool]) -> list[tuple[int, int, int, int, int, str]]:
+    """Task: one block of every band, with all its overview levels, into files of its own.
+
+    Level ``k`` of the block is the 2 x 2 coarsening of level ``k - 1`` (the block's
+    origin is a multiple of ``2**levels`` cells, see :func:`_aligned`). No other task
+    writes these files, so no lock is taken. Returns ``(level, row, col, rows, cols,
+    file)`` of each file written, for the VRT of the last task; nothing once the output
+    is done (a task rerun after the output was finished).
+    """
+    if done_marker(target).exists():
+        return []
+    out = []
+    try:
+        level = [_as_float32(b) for b in blocks]
+        for k, shape in enumerate(shapes):
+            if k:
+                level = [_coarsen2(b) for b in level]
+            path = temp_path(target, f"l{k}r{index[0]}c{index[1]}", suffix=".tif")
+            # where the part lies (its cells in the level's grid); the VRT places it by its cell offsets
+            at = transform @ Affine.scale(shapes[0][1] / shape[1], shapes[0][0] / shape[0]) \
+                @ Affine.translation(origin[1] >> k, origin[0] >> k)
+            if _write_part(path, level, zero_is_empty, at):
+                out.append((k, origin[0] >> k, origin[1] >> k, *level[0].shape, str(path)))
+    except Exception as exc:  # noqa: BLE001 - one clear message for any library failure
+        raise write_failed(target, "GeoTIFF", exc) from exc
+    return out
 
 
 def _metadata(items: Mapping[str, Any]) -> str:
@@ -238,69 +237,52 @@ def _metadata(items: Mapping[str, Any]) -> str:
     ) + "</Metadata>"
 
 
-def _vrt(files: Sequence[str], shapes: Sequence[tuple[int, int]], grid: GridSpec, names: Sequence[str],
-         tags: Mapping[str, Any] | None = None, band_tags: Mapping[str, Mapping[str, Any]] | None = None) -> str:
-    """VRT XML: the full-resolution file with the other files as its overviews, and the tags."""
-    t = grid.transform
-    rows, cols = shapes[0]
-    parts = [f'<VRTDataset rasterXSize="{cols}" rasterYSize="{rows}">',
-             f"<SRS>{escape(grid.crs.to_wkt())}</SRS>",
-             f"<GeoTransform>{t.c}, {t.a}, {t.b}, {t.f}, {t.d}, {t.e}</GeoTransform>",
-             _metadata(tags or {})]
-    for k, name in enumerate(names, start=1):
-        parts.append(f'<VRTRasterBand dataType="Float32" band="{k}"><NoDataValue>nan</NoDataValue>'
-                     f"<Description>{escape(name)}</Description>{_metadata((band_tags or {}).get(name, {}))}")
-        parts.append(f'<SimpleSource><SourceFilename relativeToVRT="0">{escape(files[0])}</SourceFilename>'
-                     f"<SourceBand>{k}</SourceBand>"
-                     f'<SrcRect xOff="0" yOff="0" xSize="{cols}" ySize="{rows}"/>'
-                     f'<DstRect xOff="0" yOff="0" xSize="{cols}" ySize="{rows}"/></SimpleSource>')
-        for f in files[1:]:
-            parts.append(f'<Overview><SourceFilename relativeToVRT="0">{escape(f)}</SourceFilename>'
-                         f"<SourceBand>{k}</SourceBand></Overview>")
-        parts.append("</VRTRasterBand>")
-    parts.append("</VRTDataset>")
-    return "".join(parts)
+def _sources(parts: Sequence[tuple[int, int, int, int, str]], band: int) -> str:
+    return "".join(
+        f'<SimpleSource><SourceFilename relativeToVRT="0">{escape(f)}</SourceFilename>'
+        f"<SourceBand>{band}</SourceBand>"
+        f'<SrcRect xOff="0" yOff="0" xSize="{cols}" ySize="{rows}"/>'
+        f'<DstRect xOff="{c}" yOff="{r}" xSize="{cols}" ySize="{rows}"/></SimpleSource>'
+        for r, c, rows, cols, f in parts)
 
 
-def _create_levels(target: str, files: Sequence[str], shapes: Sequence[tuple[int, int]], grid: GridSpec,
-                   count: int) -> Sequence[str]:
-    """First task: the empty temporary GeoTIFF of every level (inside the graph, so a failed compute cleans it).
+def _vrt(parts: Sequence[tuple[int, int, int, int, str]], shape: tuple[int, int], grid: GridSpec | None,
+         names: Sequence[str], tags: Mapping[str, Any] | None = None,
+         band_tags: Mapping[str, Mapping[str, Any]] | None = None, overviews: Sequence[str] = ()) -> str:
+    """VRT XML of one level: the blocks' files ``(row, col, rows, cols, file)`` where they lie.
 
-    Safe to rerun (a cluster reruns the tasks of a lost worker): a level that exists was
-    made by this run (the writer removed stale ones when it was built) and is kept with
-    the blocks already written into it; nothing is made once the output is done.
+    Cells no file covers read as nodata (NaN). The full-resolution level carries the
+    georeference, the tags and the other levels' VRTs as its overviews.
     """
-    if done_marker(target).exists():
-        return files
-    try:
-        for f, shape in zip(files, shapes, strict=True):
-            if Path(f).exists():
-                continue
-            scale = Affine.scale(grid.shape[1] / shape[1], grid.shape[0] / shape[0])
-            create_atomically(f, lambda part, shape=shape, scale=scale: _create(
-                part, grid, shape, grid.transform @ scale, count))
-    except Exception as exc:  # noqa: BLE001 - one clear message for any library failure
-        raise write_failed(target, "GeoTIFF", exc) from exc
-    return files
+    rows, cols = shape
+    parts_xml = [f'<VRTDataset rasterXSize="{cols}" rasterYSize="{rows}">']
+    if grid is not None:
+        t = grid.transform
+        parts_xml += [f"<SRS>{escape(grid.crs.to_wkt())}</SRS>",
+                      f"<GeoTransform>{t.c}, {t.a}, {t.b}, {t.f}, {t.d}, {t.e}</GeoTransform>",
+                      _metadata(tags or {})]
+    for k, name in enumerate(names, start=1):
+        parts_xml.append(f'<VRTRasterBand dataType="Float32" band="{k}"><NoDataValue>nan</NoDataValue>')
+        if grid is not None:
+            parts_xml.append(f"<Description>{escape(name)}</Description>{_metadata((band_tags or {}).get(name, {}))}")
+        parts_xml.append(_sources(parts, k))
+        for f in overviews:
+            parts_xml.append(f'<Overview><SourceFilename relativeToVRT="0">{escape(f)}</SourceFilename>'
+                             f"<SourceBand>{k}</SourceBand></Overview>")
+        parts_xml.append("</VRTRasterBand>")
+    parts_xml.append("</VRTDataset>")
+    return "".join(parts_xml)
 
 
-def _write_block(_created: Any, block: np.ndarray, writer: _BandWriter, row0: int, col0: int, target: str) -> None:
-    """Task: one block of one band and level into its temporary file."""
-    try:
-        writer[(slice(row0, row0 + block.shape[0]), slice(col0, col0 + block.shape[1]))] = block
-    except Exception as exc:  # noqa: BLE001
-        raise write_failed(target, "GeoTIFF", exc) from exc
-
-
-def _finish(_stored: Any, files: Sequence[str], shapes: Sequence[tuple[int, int]], grid: GridSpec, path: str,
-            names: Sequence[str], tags: Mapping[str, str], band_tags: Mapping[str, Mapping[str, str]]) -> str:
-    """Last task: tie the levels together in a VRT, copy it into a COG, move that into place.
+def _finish(written: Sequence[Sequence[tuple[int, int, int, int, int, str]]], shapes: Sequence[tuple[int, int]],
+            grid: GridSpec, path: str, names: Sequence[str], tags: Mapping[str, str],
+            band_tags: Mapping[str, Mapping[str, str]]) -> str:
+    """Last task: tie the blocks' files together in VRTs, copy them into a COG, move that into place.
 
     The done marker is made once the COG copy is complete, before it moves into place;
     a rerun that finds the marker only finishes the move.
     """
     target = Path(path)
-    vrt = temp_path(target, "vrt", suffix=".vrt")
     cog_tmp = temp_path(target, "cog", suffix=".tif")
     marker = done_marker(target)
     if marker.exists():
@@ -309,11 +291,21 @@ def _finish(_stored: Any, files: Sequence[str], shapes: Sequence[tuple[int, int]
         remove_parts(target)
         return path
     try:
-        vrt.write_text(_vrt(files, shapes, grid, names, tags, band_tags))
+        by_level: list[list[tuple[int, int, int, int, str]]] = [[] for _ in shapes]
+        for block in written:
+            for k, r, c, rows, cols, f in block:
+                by_level[k].append((r, c, rows, cols, f))
+        overviews = []
+        for k in range(1, len(shapes)):
+            ovr = temp_path(target, f"o{k}", suffix=".vrt")
+            ovr.write_text(_vrt(by_level[k], shapes[k], None, names))
+            overviews.append(str(ovr))
+        vrt = temp_path(target, "vrt", suffix=".vrt")
+        vrt.write_text(_vrt(by_level[0], shapes[0], grid, names, tags, band_tags, overviews))
         with rasterio.Env(GDAL_CACHEMAX=256):
             rasterio.shutil.copy(
                 str(vrt), str(cog_tmp), driver="COG", compress="DEFLATE", predictor=PREDICTOR,
-                blocksize=BLOCK, overviews="FORCE_USE_EXISTING" if len(files) > 1 else "NONE", sparse_ok="TRUE",
+                blocksize=BLOCK, overviews="FORCE_USE_EXISTING" if overviews else "NONE", sparse_ok="TRUE",
                 bigtiff="IF_SAFER", num_threads=copy_threads(),
             )
         mark_done(target)
@@ -344,7 +336,6 @@ def write_cog(
     variables: Sequence[str] | None = None,
     tags: Mapping[str, Any] | None = None,
     compute: bool = True,
-    lock: Any = None,
 ) -> str | Any:
     """Write (y, x) variables of ``ds`` as the bands of a Cloud-Optimized GeoTIFF.
 
@@ -365,12 +356,6 @@ def write_cog(
     compute : bool
         Write now (default); False returns a :class:`dask.delayed.Delayed` so that
         several outputs can be computed together with one ``dask.compute``.
-    lock : optional
-        Lock serialising writes to the temporary files; default a ``distributed.Lock``
-        per file when a distributed client is active, else a lock per output shared by
-        this process's threads and, through a lock file, by other processes
-        (:func:`eo_pipeline.io._atomic.write_lock`).
-
     Returns
     -------
     str or dask.delayed.Delayed
@@ -399,23 +384,25 @@ def write_cog(
     levels = overview_levels(grid.shape)
     bands = [da.asarray(ds[n].transpose("y", "x").data) for n in names]
     bands = [b if b.dtype == np.float32 else b.map_blocks(_as_float32, dtype=np.float32) for b in bands]
-    pyramids = [_pyramid(b, levels) for b in bands]
-    shapes = [arr.shape for arr in pyramids[0]]
-    files = [str(temp_path(target, f"l{k}", suffix=".tif")) for k in range(levels + 1)]
+    bands = [_aligned(b, levels) for b in bands]
+    bands = [b if b.chunks == bands[0].chunks else b.rechunk(bands[0].chunks) for b in bands]
+    shapes = [grid.shape]
+    for _ in range(levels):
+        shapes.append((-(-shapes[-1][0] // 2), -(-shapes[-1][1] // 2)))
     remove_temporaries(target)  # of an earlier, killed writer: the tasks trust the parts they find
-    created = dask.delayed(_create_levels, pure=True)(path, files, shapes, grid, len(names))
-    locks = [lock if lock is not None else cluster_lock(f) for f in files]
-    jobs = []
-    for b, pyr in enumerate(pyramids, start=1):
-        for k, arr in enumerate(pyr):
-            zero_is_empty = names[b - 1].endswith(("_count", "_weight", "_num_samples"))
-            writer = _BandWriter(files[k], b, arr.shape, locks[k], zero_is_empty, path)
-            jobs.append((arr, _write_block, lambda index, region, w=writer: (w, region[0].start, region[1].start, path)))
+    zero_is_empty = tuple(n.endswith(("_count", "_weight", "_num_samples")) for n in names)
+    starts = [np.concatenate(([0], np.cumsum(c[:-1]))).astype(int) for c in bands[0].chunks]
+
+    def extra(index: tuple[int, ...]) -> dict[str, Any]:
+        return {"target": path, "index": index, "origin": (int(starts[0][index[0]]), int(starts[1][index[1]])),
+                "shapes": shapes, "transform": grid.transform, "zero_is_empty": zero_is_empty}
+
     all_tags = {k: v for k, v in ds.attrs.items() if isinstance(v, str | int | float)}
     all_tags.pop("grid", None)  # a cut of a named grid is no longer that grid
     all_tags.update(grid.identity_attrs())
     all_tags.update(tags or {})
     band_tags = {n: {k: ds[n].attrs[k] for k in ("units", "long_name") if k in ds[n].attrs} for n in names}
-    result = blocks_then(created, jobs, _finish, (files, shapes, grid, path, names, all_tags, band_tags),
-                         token=(path, [a.name for a, _, _ in jobs], all_tags, band_tags))
+    result = blocks_then(None, [(bands, _write_block, extra)], _finish,
+                         (shapes, grid, path, names, all_tags, band_tags),
+                         token=(path, [b.name for b in bands], levels, all_tags, band_tags))
     return compute_writer(result, target) if compute else result
