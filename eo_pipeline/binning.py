@@ -13,7 +13,7 @@ The recipe (flox's chunk / combine / finalize, written as named functions):
   (:func:`merge`), so a block's tree holds only that block's cells and no task ever
   holds all cells of all periods;
 * **finalize**: per output block, its cells are scattered into a dense stack of the
-  chosen statistics (:func:`finalize_stack`).
+  chosen statistics (:func:`finalize_statistics`).
 
 Flat cell indices are *tile-major* (tile id x tile size² + position inside the
 tile), so a sorted partial is grouped by tile and a tile is one ``searchsorted`` away;
@@ -44,7 +44,7 @@ __all__ = [
     "merge",
     "finalize_tile",
     "finalize_block",
-    "finalize_stack",
+    "finalize_statistics",
     "point_partial",
 ]
 
@@ -387,6 +387,9 @@ def _stat_values(p: Partial, sl: slice, keep: np.ndarray, stat: str) -> np.ndarr
     raise ValueError(f"unknown statistic {stat!r}; choose from {ALL_STATISTICS}")
 
 
+#: Data type of each statistic's map.
+STAT_DTYPES: dict[str, np.dtype] = {s: np.dtype(np.int32 if s == "count" else np.float32) for s in ALL_STATISTICS}
+
 #: Value of a cell without data, per statistic.
 EMPTY_VALUE: dict[str, float] = {s: (0.0 if s in ("count", "weight", "num_samples") else np.nan)
                                   for s in ALL_STATISTICS}
@@ -439,29 +442,31 @@ def finalize_tile(p: Partial, tiling: Tiling, tile_id: int, min_weight: float = 
     return np.stack([finalize_block(p, tiling, layer, r0, r1, c0, c1, s, min_weight) for s in STATISTICS])
 
 
-def finalize_stack(p: Partial, tiling: Tiling, tile_id: int, statistics: tuple[str, ...],
-                   min_weight: float = 0.0) -> np.ndarray:
-    """Finalize step of one output block: the chosen statistics of tile ``tile_id``, ``(n_stat, rows, cols)`` float32.
+def finalize_statistics(p: Partial, tiling: Tiling, tile_id: int, statistics: tuple[str, ...],
+                        min_weight: float = 0.0) -> tuple[np.ndarray, ...]:
+    """Finalize step of one output block: the chosen statistics of tile ``tile_id``, one ``(rows, cols)`` array each.
 
-    ``p`` holds (at least) the block's cells. Cells without data hold NaN, except
-    ``count`` and ``weight`` (0). A block without data is a read-only broadcast view
-    (strides 0 along rows and columns), so empty blocks cost no memory.
+    ``p`` holds (at least) the block's cells. ``count`` is int32, the others float32.
+    Cells without data hold NaN, except ``count``, ``weight`` and ``num_samples`` (0).
+    The arrays are separate (not views of one stack), so a writer or a variable takes
+    one without copying it. A statistic without data in the block is a read-only
+    broadcast view (strides 0), so empty blocks cost no memory.
     """
     r0, r1, c0, c1 = tiling.tile_bounds(tile_id)
-    shape = (len(statistics), r1 - r0, c1 - c0)
-    fills = np.array([EMPTY_VALUE[s] for s in statistics], np.float32)
+    shape = (r1 - r0, c1 - c0)
     lo, hi = tiling.tile_range(tile_id)
     a, b = np.searchsorted(p.idx, [lo, hi])
     keep = p.sw[a:b] > min_weight
     if b <= a or not keep.any():
-        return np.broadcast_to(fills[:, None, None], shape)
-    out = np.empty(shape, np.float32)
-    out[...] = fills[:, None, None]
+        return tuple(np.broadcast_to(STAT_DTYPES[s].type(EMPTY_VALUE[s]), shape) for s in statistics)
     sl = slice(a, b)
     rr, cc = tiling.local_rowcol(p.idx[sl][keep] - lo)
-    for k, stat in enumerate(statistics):
-        out[k, rr, cc] = _stat_values(p, sl, keep, stat)
-    return out
+    out = []
+    for stat in statistics:
+        arr = np.full(shape, EMPTY_VALUE[stat], STAT_DTYPES[stat])
+        arr[rr, cc] = _stat_values(p, sl, keep, stat)
+        out.append(arr)
+    return tuple(out)
 
 
 def point_partial(

@@ -24,12 +24,13 @@ from ._area_kernel import area_accumulate
 from ._srf_kernel import srf_accumulate, srf_scale
 from ._version import __version__
 from .binning import (
+    STAT_DTYPES,
     STATISTICS,
     Partial,
     Tiling,
     check_statistics,
     dropped_of,
-    finalize_stack,
+    finalize_statistics,
     merge,
     offset,
     point_partial,
@@ -389,21 +390,23 @@ def _as_int32(totals: tuple[int, int], which: int) -> np.ndarray:
     return np.int32(min(totals[which], np.iinfo(np.int32).max))
 
 
-def _stack_array(blocks: dict[int, Delayed], tiling: Tiling, layer: int, statistics: tuple[str, ...],
-                 min_weight: float) -> da.Array:
-    """The statistics of one period layer as a ``(n_stat, rows, cols)`` dask array, one finalize task per block."""
-    task = dask.delayed(finalize_stack, pure=True)
-    out = []
+def _statistic_arrays(blocks: dict[int, Delayed], tiling: Tiling, layer: int, statistics: tuple[str, ...],
+                      min_weight: float) -> list[da.Array]:
+    """The statistics of one period layer, a ``(rows, cols)`` dask array each, one finalize task per block."""
+    task = dask.delayed(finalize_statistics, pure=True, nout=len(statistics))
+    rows: list[list[list[da.Array]]] = [[] for _ in statistics]
     for tr in range(tiling.tile_rows):
-        row = []
+        for k in range(len(statistics)):
+            rows[k].append([])
         for tc in range(tiling.tile_cols):
             tid = layer * tiling.tiles_per_layer + tr * tiling.tile_cols + tc
             r0, r1, c0, c1 = tiling.tile_bounds(tid)
-            row.append(da.from_delayed(task(blocks[tid], tiling, tid, statistics, min_weight),
-                                       shape=(len(statistics), r1 - r0, c1 - c0), dtype=np.float32,
-                                       meta=np.empty((0, 0, 0), np.float32)))
-        out.append(row)
-    return da.concatenate([da.concatenate(row, axis=2) for row in out], axis=1)
+            parts = task(blocks[tid], tiling, tid, statistics, min_weight)
+            for k, stat in enumerate(statistics):
+                dtype = STAT_DTYPES[stat]
+                rows[k][-1].append(da.from_delayed(parts[k], shape=(r1 - r0, c1 - c0), dtype=dtype,
+                                                   meta=np.empty((0, 0), dtype)))
+    return [da.block(r) for r in rows]
 
 
 #: CF ``cell_methods`` of each statistic over the soundings in a cell (and period).
@@ -452,17 +455,19 @@ def blocks_to_dataset(
     merged partial (:func:`route_to_blocks`); ``dropped`` holds the lazy
     :func:`dropped_total` (one per period layer for composites). With ``times`` (one per period layer) the
     variables get a leading ``time`` dimension. Each block's task computes all chosen
-    statistics at once; a variable is one statistic of that stack.
+    statistics at once, as separate arrays; a variable takes one of them.
     """
     layers = len(times) if times is not None else 1
-    stacks = [_stack_array(blocks, tiling, k, statistics, min_weight) for k in range(layers)]
-    stack = stacks[0] if times is None else da.stack(stacks, axis=1)
+    per_layer = [_statistic_arrays(blocks, tiling, k, statistics, min_weight) for k in range(layers)]
+    arrays = per_layer[0] if times is None else [da.stack([lay[k] for lay in per_layer])
+                                                 for k in range(len(statistics))]
     dims: tuple[str, ...] = ("y", "x") if times is None else ("time", "y", "x")
     coords: dict[str, Any] = dict(grid.coords())
     coords["crs"] = ((), np.int32(0), grid.cf_grid_mapping())
     if times is not None:
         coords["time"] = ("time", np.asarray(times, "datetime64[ns]"),
-                          {"standard_name": "time", "long_name": "start of the composite period", "bounds": "time_bounds"})
+                          {"standard_name": "time", "long_name": "start of the composite period",
+                           "bounds": "time_bounds"})
     units = info.units
     meta = {
         "mean": ("f4", units, f"mean {info.long_name} (weighted)"),
@@ -480,12 +485,12 @@ def blocks_to_dataset(
                           + (" / variance)" if (attrs or {}).get("weighting") == "inverse_variance" else ")"))
     data_vars: dict[str, Any] = {}
     for k, stat in enumerate(statistics):
-        dtype, u, long_name = meta[stat]
-        arr = stack[k]
-        arr = arr.astype(np.int32) if dtype == "i4" else arr
+        _, u, long_name = meta[stat]  # the data type comes from binning.STAT_DTYPES
+        arr = arrays[k]
         stat_attrs = cf_statistic_attrs(info, stat, with_time=times is not None)
         if "ancillary_variables" in stat_attrs:  # refer only to what the dataset holds
-            kept = [v for v in stat_attrs["ancillary_variables"].split() if v.removeprefix(f"{info.name}_") in statistics]
+            kept = [v for v in stat_attrs["ancillary_variables"].split()
+                    if v.removeprefix(f"{info.name}_") in statistics]
             if kept:
                 stat_attrs["ancillary_variables"] = " ".join(kept)
             else:
