@@ -111,6 +111,11 @@ def _as_float32(block: np.ndarray) -> np.ndarray:
     return np.asarray(block, np.float32)
 
 
+def _small_int(block: np.ndarray) -> bool:
+    """Integers that int32 holds (counts): written as float32 tile by tile, not cast as a whole."""
+    return block.dtype.kind in "iu" and block.dtype.itemsize < 4 or block.dtype == np.int32
+
+
 @njit(cache=True, nogil=True)
 def _coarsen2_nb(block: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
     rows, cols = block.shape
@@ -135,6 +140,8 @@ def _coarsen2(block: np.ndarray) -> np.ndarray:
     out_shape = (-(-rows // 2), -(-cols // 2))
     if uniform_view(block):
         return np.broadcast_to(np.asarray(block.flat[0], np.float32), out_shape)
+    if _small_int(block):  # counts: summed exactly in float64, without a float32 copy of the block
+        return _coarsen2_nb(np.ascontiguousarray(block, np.int32))
     return _coarsen2_nb(np.ascontiguousarray(block, np.float32))
 
 
@@ -216,7 +223,7 @@ def _write_block(*blocks: np.ndarray, target: str, index: tuple[int, int], origi
         return []
     out = []
     try:
-        level = [_as_float32(b) for b in blocks]
+        level = [b if b.dtype == np.float32 or _small_int(b) else _as_float32(b) for b in blocks]
         for k, shape in enumerate(shapes):
             if k:
                 level = [_coarsen2(b) for b in level]
@@ -383,7 +390,8 @@ def write_cog(
         raise write_failed(target, "GeoTIFF", exc) from exc
     levels = overview_levels(grid.shape)
     bands = [da.asarray(ds[n].transpose("y", "x").data) for n in names]
-    bands = [b if b.dtype == np.float32 else b.map_blocks(_as_float32, dtype=np.float32) for b in bands]
+    # bands of other types are cast per block by the writing task (no extra task and copy
+    # for int32 counts: tiles are cast as they are written, overviews sum them exactly)
     bands = [_aligned(b, levels) for b in bands]
     bands = [b if b.chunks == bands[0].chunks else b.rechunk(bands[0].chunks) for b in bands]
     shapes = [grid.shape]
