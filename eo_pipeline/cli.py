@@ -167,7 +167,7 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     from .composites import composite
     from .errors import ConfigError
     from .grid import GridSpec, named_grid
-    from .gridding import grid_soundings, statistics_of
+    from .gridding import auto_chunk, grid_soundings, statistics_of
     from .outputs import compute_outputs, write_level3
     from .readers import drop_duplicates, open_product
 
@@ -189,7 +189,9 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     products = [open_product(f, qa_threshold=args.qa_threshold) for f in files]
     products = drop_duplicates(products)  # the same product twice would count its soundings twice
     stats = statistics_of(args.statistics)
-    common = dict(method=args.method, weighting=args.weighting, statistics=("mean", *stats))
+    # the maps are only written, never gathered: blocks, so that the empty ones of a sparse map cost nothing
+    chunk = auto_chunk(grid, written=True)
+    common = dict(method=args.method, weighting=args.weighting, statistics=("mean", *stats), chunk=chunk)
     if args.method == "srf":
         common.update(srf_shape=args.srf_shape, srf_window=args.srf_window)
     l3 = composite(products, grid, period=args.period, **common) if args.period else grid_soundings(products, grid, **common)
@@ -562,5 +564,28 @@ def _dispatch(args: argparse.Namespace) -> int:
         return EXIT_INTERNAL
 
 
+def console_main() -> None:
+    """The ``eo-pipeline`` console script: :func:`main`, then a prompt end of the process.
+
+    Once a command has returned, its outputs are written and closed and its pools shut
+    down. What is left is the interpreter's teardown, which frees the objects of
+    pandas, dask, xarray and numba module by module: 0.3-0.5 s of a 2 s ``grid``
+    command. The exit handlers still run and the streams are flushed, then the process
+    ends with the command's status. If anything of that fails, or the command raised,
+    Python exits the usual way.
+    """
+    import atexit
+    import os
+
+    code = main()
+    try:
+        atexit._run_exitfuncs()  # what a normal exit runs: temporary folders, clusters, logging
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # noqa: BLE001 - let the normal exit report it
+        sys.exit(code)
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console_main()

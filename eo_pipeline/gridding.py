@@ -574,20 +574,22 @@ def statistics_of(statistics: Any) -> tuple[str, ...]:
         raise ReaderOptionError(str(exc)) from exc
 
 
-def auto_chunk(grid: GridSpec, *, periods: int = 1) -> int:
+def auto_chunk(grid: GridSpec, *, periods: int = 1, written: bool = False) -> int:
     """Output block size (cells, a multiple of :data:`TILE`).
 
     A single map is one block up to 2**25 cells (global_0p05 included): ``.compute()``
     then hands back the finalized arrays without concatenating blocks, and a map's
     partial sums weigh the same however they are blocked, as every block depends on
-    every file. Composites are one block per period up to 2**22 cells, else blocks of
-    2048 x 2048 cells (16 MB per statistic), so that the blocks of a day are finalized,
-    written and freed on their own and blocks a sparse day never touches stay
-    unallocated. Beyond 2**25 cells, single maps use 2048 x 2048 blocks too.
+    every file. Composites, and single maps that are only ``written`` (never gathered
+    into memory: the ``grid`` command), are one block per period up to 2**22 cells,
+    else blocks of 2048 x 2048 cells (16 MB per statistic), so that blocks are
+    finalized, written and freed on their own, in parallel, and blocks a sparse map
+    never touches stay unallocated (one S5P orbit touches 4 of the 8 blocks of
+    global_0p05). Beyond 2**25 cells, single maps use 2048 x 2048 blocks too.
     """
     rows, cols = grid.shape
     whole = -(-max(rows, cols) // TILE) * TILE
-    if rows * cols <= (2**25 if periods == 1 else 2**22):
+    if rows * cols <= (2**25 if periods == 1 and not written else 2**22):
         return whole
     return 2048
 
