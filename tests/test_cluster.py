@@ -144,6 +144,27 @@ def test_local_cluster_from_the_config_writes_the_same_files(job, threads_run):
     _assert_same_outputs(threads_run, out)
 
 
+@pytest.mark.slow
+def test_a_local_cluster_knows_its_loopback_and_its_workers_preload_the_tasks_modules():
+    """The run's local cluster starts with a loopback bandwidth estimate; its workers import the tasks' modules."""
+    from eo_pipeline.cluster import LOOPBACK_BANDWIDTH, SchedulerChoice, _client
+
+    def preloaded(dask_worker) -> bool:
+        plugin = dask_worker.plugins["eo-pipeline-preload"]
+        plugin.thread.join(120)
+        return all(m in sys.modules for m in plugin.modules)
+
+    choice = SchedulerChoice("local_cluster", options=(("n_workers", 1), ("threads_per_worker", 1),
+                                                       ("memory_limit", "1GB")))
+    client, cluster = _client(choice)
+    try:
+        assert cluster.scheduler.bandwidth == LOOPBACK_BANDWIDTH
+        assert set(client.run(preloaded).values()) == {True}
+    finally:
+        client.close()
+        cluster.close()
+
+
 #: Locks held by a killed worker are released after 5 s (default 30 s), in every process of the cluster.
 CLUSTER_ENV = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__LOCKS__LEASE_TIMEOUT": "5s",
                "DASK_DISTRIBUTED__SCHEDULER__LOCKS__LEASE_VALIDATION_INTERVAL": "1s"}
@@ -245,7 +266,8 @@ def test_workers_write_the_maps_and_only_small_results_reach_the_client(tmp_path
         with distributed.Client(cl, set_as_default=False) as client:  # the run tuned every worker's malloc
             tuned = client.run(lambda dask_worker: getattr(dask_worker.plugins.get(MallocTuning.name), "applied", None))
             in_worker = client.submit(copy_threads, pure=False).result()
-    assert in_worker == "1" and copy_threads() == COPY_THREADS  # a task keeps to its worker thread
+    # the other worker was idle: the copy took its thread too (see the test below for a busy one)
+    assert in_worker == str(min(int(COPY_THREADS), 2)) and copy_threads() == COPY_THREADS
     assert set(tuned.values()) == {tune_malloc()}, tuned  # True on glibc, False elsewhere
     assert gathered and sum(gathered) < 200_000, gathered
     tif = tmp_path / "out" / "xch4_area_global_0p1_20230715.tif"
@@ -253,6 +275,33 @@ def test_workers_write_the_maps_and_only_small_results_reach_the_client(tmp_path
     with rasterio.open(tif) as src:
         assert src.count == 7 and src.shape == (1800, 3600)
         assert np.isfinite(src.read(1)).sum() > 1000
+
+
+@pytest.mark.slow
+def test_the_cog_copy_borrows_only_idle_workers_threads():
+    """In a worker, the COG copy keeps to its thread while the other workers on its host work, else takes theirs."""
+    import distributed
+
+    from eo_pipeline.io.geotiff import COPY_THREADS, copy_threads
+
+    def hold(event_name: str) -> bool:
+        return distributed.Event(event_name).wait(60)
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
+            distributed.Client(cl, set_as_default=False) as client:
+        a, b = sorted(client.nthreads())
+        assert client.submit(copy_threads, pure=False, workers=[a]).result() == str(min(int(COPY_THREADS), 2))
+        busy = client.submit(hold, "release", pure=False, workers=[b])
+        deadline = time.monotonic() + 30
+        while not client.processing([b])[b] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.processing([b])[b], "the holding task never reached its worker"
+        assert client.submit(copy_threads, pure=False, workers=[a]).result() == "1"
+        distributed.Event("release", client=client).set()
+        assert busy.result() is True
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
+            distributed.Client(cl, set_as_default=False) as client:
+        assert client.submit(copy_threads, pure=False).result() == "1"  # alone: one thread
 
 
 @pytest.mark.slow
