@@ -23,6 +23,7 @@ all carry the names of
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import sys
 import threading
@@ -55,6 +56,8 @@ from ._atomic import (
 )
 from ._graph import blocks_then
 
+log = logging.getLogger(__name__)
+
 __all__ = ["write_cog", "overview_levels"]
 
 BLOCK = 512
@@ -68,21 +71,42 @@ COPY_THREADS = str(max(1, min(4, os.cpu_count() or 1)))
 
 
 def copy_threads() -> str:
-    """GDAL threads for the COG copy: :data:`COPY_THREADS`, or 1 inside a dask worker.
+    """GDAL threads for the COG copy: :data:`COPY_THREADS` in this process; in a dask worker, its share.
 
     A worker runs as many tasks at once as it has threads, and its machine may hold
-    other workers: a task there keeps to its one thread (as dask's nanny asks numpy's
-    libraries to with ``OMP_NUM_THREADS=1``).
+    other workers, so a task there keeps to its one thread (as dask's nanny asks
+    numpy's libraries to with ``OMP_NUM_THREADS=1``), plus the threads of the workers on
+    the same host that the scheduler has nothing for at that moment, up to
+    :data:`COPY_THREADS`. A map's copy is often the last task of a run, when the other
+    workers have finished: it then uses their cores instead of leaving them idle. A
+    worker alone (or whose neighbours are busy) copies with one thread.
     """
     if "distributed" in sys.modules:  # a local run does not import it: nothing to ask
         from distributed import get_worker
 
         try:
-            get_worker()
+            worker = get_worker()
         except ValueError:
             return COPY_THREADS
-        return "1"
+        return str(min(int(COPY_THREADS), 1 + _idle_neighbour_threads(worker)))
     return COPY_THREADS
+
+
+def _idle_neighbour_threads(worker: Any) -> int:
+    """Threads of the other workers on ``worker``'s host with no task assigned (the scheduler's view; 0 if unknown)."""
+    from urllib.parse import urlsplit
+
+    from distributed.utils import sync
+
+    try:
+        processing = sync(worker.loop, worker.scheduler.processing, workers=None, callback_timeout=5)
+        nthreads = sync(worker.loop, worker.scheduler.ncores, workers=None, callback_timeout=5)
+    except Exception as exc:  # noqa: BLE001 - a scheduler that does not answer: keep to one thread
+        log.debug("copy threads: the scheduler did not say which workers are idle (%s)", exc)
+        return 0
+    host = urlsplit(worker.address).hostname
+    return sum(int(nthreads.get(w, 0)) for w, keys in processing.items()
+               if w != worker.address and not keys and urlsplit(w).hostname == host)
 
 
 def overview_levels(shape: tuple[int, int], block: int = BLOCK) -> int:
@@ -363,6 +387,7 @@ def write_cog(
     compute : bool
         Write now (default); False returns a :class:`dask.delayed.Delayed` so that
         several outputs can be computed together with one ``dask.compute``.
+
     Returns
     -------
     str or dask.delayed.Delayed
