@@ -96,3 +96,40 @@ def test_gosat_cci_day():
     assert ds.attrs["platform"] == "GOSAT" and ds.attrs["instrument"] == "TANSO-FTS"
     all_ = eo.summarize(eo.open_product(shared_file(GOSAT), qa_threshold=0))
     assert all_["n_valid"] == 2417 - 5  # five soundings hold the undeclared fill -9999.99
+
+
+def test_grid_command_writes_the_whole_orbit_as_the_python_call_computes_it(tmp_path):
+    """The command grids into 2048-cell blocks (it only writes); the call returns one block: same cells, same values.
+
+    Run as users run it (a whole process, through the console script's entry point), on
+    the real whole orbit onto global_0p05; each band read back from the COG equals the
+    dense map of ``grid_soundings(...).compute()``, bit for bit, NaN where it is NaN
+    (count and weight also read nodata in the stored-as-empty tiles, where the map holds 0).
+    """
+    import subprocess
+    import sys
+    import warnings
+
+    import rasterio
+
+    orbit = shared_file(S5P_ORBIT)
+    out = tmp_path / "orbit.tif"
+    proc = subprocess.run([sys.executable, "-m", "eo_pipeline.cli", "grid", str(orbit), "--grid", "global_0p05",
+                           "-o", str(out), "-q"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = eo.grid_soundings([eo.open_product(orbit)], "global_0p05", statistics=["mean", "count", "weight"])
+    assert ref.xch4_mean.data.chunksize == ref.xch4_mean.shape  # the call: one block
+    ref = ref.compute()
+    with rasterio.open(out) as src:
+        assert [src.descriptions[k] for k in range(3)] == ["xch4_mean", "xch4_count", "xch4_weight"]
+        for band, name in enumerate(("xch4_mean", "xch4_count", "xch4_weight"), start=1):
+            got = src.read(band)
+            want = ref[name].values.astype(np.float32)
+            if name != "xch4_mean":
+                want = np.where(want > 0, want, np.nan)
+                got = np.where(got > 0, got, np.nan)
+            np.testing.assert_array_equal(got, want, err_msg=name)
+        assert int(np.nansum(src.read(2))) == int(ref.xch4_count.sum())
