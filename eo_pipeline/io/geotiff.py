@@ -93,7 +93,7 @@ def copy_threads() -> str:
 
 
 def _idle_neighbour_threads(worker: Any) -> int:
-    """Threads of the other workers on ``worker``'s host with no task assigned (the scheduler's view; 0 if unknown)."""
+    """Count the threads of the other workers on ``worker``'s host with no task assigned (0 if the scheduler is silent)."""
     from urllib.parse import urlsplit
 
     from distributed.utils import sync
@@ -136,7 +136,7 @@ def _as_float32(block: np.ndarray) -> np.ndarray:
 
 
 def _small_int(block: np.ndarray) -> bool:
-    """Integers that int32 holds (counts): written as float32 tile by tile, not cast as a whole."""
+    """Return whether ``block`` holds integers that fit int32 (counts): cast tile by tile as written, not as a whole."""
     return block.dtype.kind in "iu" and block.dtype.itemsize < 4 or block.dtype == np.int32
 
 
