@@ -469,23 +469,23 @@ def blocks_to_dataset(
                           {"standard_name": "time", "long_name": "start of the composite period",
                            "bounds": "time_bounds"})
     units = info.units
-    meta = {
-        "mean": ("f4", units, f"mean {info.long_name} (weighted)"),
-        "std": ("f4", units, f"weighted standard deviation of the {info.name} soundings in the cell (population)"),
-        "count": ("i4", "1", "number of soundings contributing to the cell"),
-        "weight": ("f4", "1", "sum of weights (area method: sum over soundings of overlap area / cell area)"),
-        "num_samples": ("f4", "1", "sum over soundings of the spatial response function at the cell centre"),
-        "min": ("f4", units, f"minimum {info.name} of the contributing soundings"),
-        "max": ("f4", units, f"maximum {info.name} of the contributing soundings"),
-        "uncertainty": ("f4", units, "propagated 1-sigma uncertainty of the weighted mean (independent errors)"),
+    meta = {  # units and long name of each statistic's variable (data types: binning.STAT_DTYPES)
+        "mean": (units, f"mean {info.long_name} (weighted)"),
+        "std": (units, f"weighted standard deviation of the {info.name} soundings in the cell (population)"),
+        "count": ("1", "number of soundings contributing to the cell"),
+        "weight": ("1", "sum of weights (area method: sum over soundings of overlap area / cell area)"),
+        "num_samples": ("1", "sum over soundings of the spatial response function at the cell centre"),
+        "min": (units, f"minimum {info.name} of the contributing soundings"),
+        "max": (units, f"maximum {info.name} of the contributing soundings"),
+        "uncertainty": (units, "propagated 1-sigma uncertainty of the weighted mean (independent errors)"),
     }
     if (attrs or {}).get("method") == "srf":
-        meta["weight"] = ("f4", str((attrs or {}).get("srf_weight_units", "1")),
+        meta["weight"] = (str((attrs or {}).get("srf_weight_units", "1")),
                           "sum of weights (srf method: sum over soundings of SRF / pixel area"
                           + (" / variance)" if (attrs or {}).get("weighting") == "inverse_variance" else ")"))
     data_vars: dict[str, Any] = {}
     for k, stat in enumerate(statistics):
-        _, u, long_name = meta[stat]  # the data type comes from binning.STAT_DTYPES
+        u, long_name = meta[stat]
         arr = arrays[k]
         stat_attrs = cf_statistic_attrs(info, stat, with_time=times is not None)
         if "ancillary_variables" in stat_attrs:  # refer only to what the dataset holds

@@ -93,7 +93,7 @@ def copy_threads() -> str:
 
 
 def _idle_neighbour_threads(worker: Any) -> int:
-    """Count the threads of the other workers on ``worker``'s host with no task assigned (0 if the scheduler is silent)."""
+    """Count the threads of the other workers on ``worker``'s host that have no task (0 if the scheduler is silent)."""
     from urllib.parse import urlsplit
 
     from distributed.utils import sync
@@ -137,7 +137,7 @@ def _as_float32(block: np.ndarray) -> np.ndarray:
 
 def _small_int(block: np.ndarray) -> bool:
     """Return whether ``block`` holds integers that fit int32 (counts): cast tile by tile as written, not as a whole."""
-    return block.dtype.kind in "iu" and block.dtype.itemsize < 4 or block.dtype == np.int32
+    return (block.dtype.kind in "iu" and block.dtype.itemsize < 4) or block.dtype == np.int32
 
 
 @njit(cache=True, nogil=True)
@@ -247,7 +247,7 @@ def _write_block(*blocks: np.ndarray, target: str, index: tuple[int, int], origi
         return []
     out = []
     try:
-        level = [b if b.dtype == np.float32 or _small_int(b) else _as_float32(b) for b in blocks]
+        level = [b if _small_int(b) else _as_float32(b) for b in blocks]  # float32 passes through uncopied
         for k, shape in enumerate(shapes):
             if k:
                 level = [_coarsen2(b) for b in level]
