@@ -29,6 +29,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ._fill import filled
+
 __all__ = [
     "Partial",
     "Tiling",
@@ -450,7 +452,9 @@ def finalize_statistics(p: Partial, tiling: Tiling, tile_id: int, statistics: tu
     Cells without data hold NaN, except ``count``, ``weight`` and ``num_samples`` (0).
     The arrays are separate (not views of one stack), so a writer or a variable takes
     one without copying it. A statistic without data in the block is a read-only
-    broadcast view (strides 0), so empty blocks cost no memory.
+    broadcast view (strides 0), so empty blocks cost no memory; in the others, the
+    empty cells of large blocks cost no memory either until written
+    (:func:`eo_pipeline._fill.filled`).
     """
     r0, r1, c0, c1 = tiling.tile_bounds(tile_id)
     shape = (r1 - r0, c1 - c0)
@@ -463,7 +467,7 @@ def finalize_statistics(p: Partial, tiling: Tiling, tile_id: int, statistics: tu
     rr, cc = tiling.local_rowcol(p.idx[sl][keep] - lo)
     out = []
     for stat in statistics:
-        arr = np.full(shape, EMPTY_VALUE[stat], STAT_DTYPES[stat])
+        arr = filled(shape, STAT_DTYPES[stat], EMPTY_VALUE[stat])
         arr[rr, cc] = _stat_values(p, sl, keep, stat)
         out.append(arr)
     return tuple(out)
