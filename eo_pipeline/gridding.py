@@ -21,6 +21,7 @@ import xarray as xr
 from dask.delayed import Delayed
 
 from ._area_kernel import area_accumulate
+from ._fill import MIN_TEMPLATE_BYTES, filled
 from ._srf_kernel import srf_accumulate, srf_scale
 from ._version import __version__
 from .binning import (
@@ -390,10 +391,49 @@ def _as_int32(totals: tuple[int, int], which: int) -> np.ndarray:
     return np.int32(min(totals[which], np.iinfo(np.int32).max))
 
 
+def _fresh_result(results: Any) -> Any:
+    """Dask's finalize of computed chunks, without the copy of a single chunk (:func:`without_result_copy`)."""
+    one = results
+    while isinstance(one, list | tuple) and len(one) == 1:
+        one = one[0]
+    if isinstance(one, list | tuple):
+        return da.core.finalize(results)
+    if not isinstance(one, np.ndarray):
+        return da.core.finalize(results)
+    if not one.flags.writeable:  # an empty block's broadcast view: hand out a writable map
+        return filled(one.shape, one.dtype, one.flat[0]) if one.size else one.copy()
+    return one
+
+
+def _fresh_postcompute() -> tuple[Any, tuple[()]]:
+    return _fresh_result, ()
+
+
+def without_result_copy(a: da.Array) -> da.Array:
+    """Let ``a.compute()`` hand out its single chunk as made, without dask's defensive copy.
+
+    Dask copies the result of a single-chunk array before returning it, in case the
+    chunk is a buffer that the graph or a worker holds (``dask.array.core.finalize``).
+    A finalize task of :func:`eo_pipeline.binning.finalize_statistics` makes its arrays
+    afresh each time it runs, so that copy (one more dense pass over the whole map)
+    buys nothing. Only this array object's own ``__dask_postcompute__`` changes: its
+    type stays :class:`dask.array.Array` (xarray refuses to mix chunked types), and any
+    array derived from it (an operation, ``persist``, ``copy``, pickling) is an ordinary
+    dask array with dask's copy.
+    """
+    a.__dask_postcompute__ = _fresh_postcompute  # type: ignore[method-assign]
+    return a
+
+
 def _statistic_arrays(blocks: dict[int, Delayed], tiling: Tiling, layer: int, statistics: tuple[str, ...],
                       min_weight: float) -> list[da.Array]:
-    """The statistics of one period layer, a ``(rows, cols)`` dask array each, one finalize task per block."""
-    task = dask.delayed(finalize_statistics, pure=True, nout=len(statistics))
+    """The statistics of one period layer, a ``(rows, cols)`` dask array each.
+
+    A block's statistics come from one finalize task, except in blocks of at least
+    :data:`eo_pipeline._fill.MIN_TEMPLATE_BYTES` per map (a single-block global map),
+    where each statistic has a task of its own, so that the cores share the scattering
+    of the last step instead of one task doing it all while the others wait.
+    """
     rows: list[list[list[da.Array]]] = [[] for _ in statistics]
     for tr in range(tiling.tile_rows):
         for k in range(len(statistics)):
@@ -401,12 +441,19 @@ def _statistic_arrays(blocks: dict[int, Delayed], tiling: Tiling, layer: int, st
         for tc in range(tiling.tile_cols):
             tid = layer * tiling.tiles_per_layer + tr * tiling.tile_cols + tc
             r0, r1, c0, c1 = tiling.tile_bounds(tid)
-            parts = task(blocks[tid], tiling, tid, statistics, min_weight)
+            shape = (r1 - r0, c1 - c0)
+            big = shape[0] * shape[1] * 4 >= MIN_TEMPLATE_BYTES
+            groups = [(s,) for s in statistics] if big and len(statistics) > 1 else [statistics]
+            arrays = {}
+            for group in groups:
+                parts = dask.delayed(finalize_statistics, pure=True, nout=len(group))(
+                    blocks[tid], tiling, tid, group, min_weight)
+                arrays.update(zip(group, parts, strict=True))
             for k, stat in enumerate(statistics):
                 dtype = STAT_DTYPES[stat]
-                rows[k][-1].append(da.from_delayed(parts[k], shape=(r1 - r0, c1 - c0), dtype=dtype,
+                rows[k][-1].append(da.from_delayed(arrays[stat], shape=shape, dtype=dtype,
                                                    meta=np.empty((0, 0), dtype)))
-    return [da.block(r) for r in rows]
+    return [without_result_copy(da.block(r)) for r in rows]
 
 
 #: CF ``cell_methods`` of each statistic over the soundings in a cell (and period).
