@@ -29,6 +29,13 @@ import h5py
 import numpy as np
 from dask.base import tokenize
 
+try:  # zlib-ng inflates S5P's deflated chunks about 1.7x faster than zlib, with the same API and output
+    from zlib_ng.zlib_ng import decompress as _inflate
+    from zlib_ng.zlib_ng import error as _InflateError
+except ImportError:  # pragma: no cover - zlib-ng is a dependency; the standard library is the fallback
+    from zlib import decompress as _inflate
+    from zlib import error as _InflateError
+
 from ..errors import (
     CorruptFileError,
     EmptyFileError,
@@ -640,7 +647,7 @@ def read_chunks_direct(dset: h5py.Dataset, key: Any) -> np.ndarray | None:
 
     The HDF5 library serialises every call behind one lock, decompression included, so
     threads reading many files wait for each other. Fetching a chunk's compressed bytes
-    is quick; inflating them with :mod:`zlib` (which releases the GIL) and undoing the
+    is quick; inflating them with zlib-ng (or :mod:`zlib`; both release the GIL) and undoing the
     byte shuffle with numpy lets the threads decompress in parallel. Only chunked
     variables whose filters are deflate, optionally after shuffle, and keys made of
     plain slices are read this way; anything else (Fletcher-32 checksums, other
@@ -687,7 +694,7 @@ def _decode_chunk(dset: h5py.Dataset, origin: tuple[int, ...], filters: tuple[in
         if mask & (1 << k):
             continue
         if filters[k] == _H5Z_DEFLATE:  # sizing the output buffer up front makes inflate ~1.5x faster
-            data = zlib.decompress(data, bufsize=n_chunk * dtype.itemsize)
+            data = _inflate(data, bufsize=n_chunk * dtype.itemsize)
         else:
             if len(data) != n_chunk * dtype.itemsize:
                 raise OSError(f"chunk at {origin} holds {len(data)} bytes, expected {n_chunk * dtype.itemsize}")
@@ -722,7 +729,7 @@ class _H5Proxy:
             out = read_chunks_direct(dset, key)
             if out is None:
                 out = np.asarray(dset[key])
-        except (*LIBRARY_ERRORS, zlib.error) as exc:
+        except (*LIBRARY_ERRORS, zlib.error, _InflateError) as exc:
             HANDLES.discard(self.file_token)
             raise library_error(self.file_token[0], f"reading {self.varpath}", exc) from exc
         finally:
