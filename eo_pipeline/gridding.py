@@ -400,9 +400,11 @@ def _fresh_result(results: Any) -> Any:
         return da.core.finalize(results)
     if not isinstance(one, np.ndarray):
         return da.core.finalize(results)
-    if not one.flags.writeable:  # an empty block's broadcast view: hand out a writable map
-        return filled(one.shape, one.dtype, one.flat[0]) if one.size else one.copy()
-    return one
+    if one.flags.writeable:
+        return one
+    if one.size and not any(one.strides):  # an empty block's broadcast value: hand out a writable map
+        return filled(one.shape, one.dtype, one.flat[0])
+    return one.copy()
 
 
 def _fresh_postcompute() -> tuple[Any, tuple[()]]:

@@ -98,6 +98,11 @@ def test_empty_block_is_handed_out_writable():
     assert out.flags.writeable and out.shape == BIG and np.isnan(out).all()
     zeros = _fresh_result([[np.broadcast_to(np.int32(0), (3, 4))]])
     assert zeros.flags.writeable and zeros.dtype == np.int32 and not zeros.any()
+    frozen = np.arange(6.0).reshape(2, 3)
+    frozen.flags.writeable = False
+    thawed = _fresh_result([[frozen]])
+    assert thawed.flags.writeable and thawed is not frozen
+    np.testing.assert_array_equal(thawed, frozen)
     fresh = np.ones((2, 2))
     assert _fresh_result([[fresh]]) is fresh  # a task's own new array goes out as made
     blocks = [[np.zeros((1, 2)), np.ones((1, 2))]]
