@@ -626,19 +626,20 @@ def statistics_of(statistics: Any) -> tuple[str, ...]:
 def auto_chunk(grid: GridSpec, *, periods: int = 1, written: bool = False) -> int:
     """Output block size (cells, a multiple of :data:`TILE`).
 
-    A single map is one block up to 2**25 cells (global_0p05 included): ``.compute()``
-    then hands back the finalized arrays without concatenating blocks, and a map's
-    partial sums weigh the same however they are blocked, as every block depends on
-    every file. Composites, and single maps that are only ``written`` (never gathered
-    into memory: the ``grid`` command), are one block per period up to 2**22 cells,
-    else blocks of 2048 x 2048 cells (16 MB per statistic), so that blocks are
-    finalized, written and freed on their own, in parallel, and blocks a sparse map
-    never touches stay unallocated (one S5P orbit touches 4 of the 8 blocks of
-    global_0p05). Beyond 2**25 cells, single maps use 2048 x 2048 blocks too.
+    A single map that is gathered into memory (``.compute()``) is one block at any
+    size: ``.compute()`` then hands back the finalized arrays as they are, without
+    concatenating blocks, and their empty cells cost no memory until written
+    (:func:`eo_pipeline._fill.filled`); a map's partial sums weigh the same however they
+    are blocked, as every block depends on every file. Composites, and single maps that
+    are only ``written`` (the ``grid`` command, ``eo-pipeline run``), are one block per
+    period up to 2**22 cells, else blocks of 2048 x 2048 cells (16 MB per statistic),
+    so that blocks are finalized, written and freed on their own, in parallel, and
+    blocks a sparse map never touches stay unallocated (one S5P orbit touches 4 of the
+    8 blocks of global_0p05).
     """
     rows, cols = grid.shape
     whole = -(-max(rows, cols) // TILE) * TILE
-    if rows * cols <= (2**25 if periods == 1 and not written else 2**22):
+    if (periods == 1 and not written) or rows * cols <= 2**22:
         return whole
     return 2048
 
@@ -734,8 +735,11 @@ def grid_soundings(
         Multiply each weight by 1/sigma² of the sounding's uncertainty (soundings
         without a positive uncertainty are then left out).
     chunk : int, optional
-        Dask chunk size of the result (cells; a multiple of 512). Default: one chunk for
-        grids of up to 2**25 cells, else 2048. Blocks without data are never allocated.
+        Dask chunk size of the result (cells; a multiple of 512). Default: one chunk,
+        so ``.compute()`` hands back each map as finalized, whose empty cells take no
+        memory until written (a global 0.01 degree map of one orbit: 2.6 GB per
+        statistic in size, a few hundred MB touched). Give a chunk (2048) for maps
+        that are only written or sliced. Blocks without data are never allocated.
     split_every : int
         Fan-in of the tree reduction.
     min_weight : float

@@ -29,7 +29,7 @@ from .composites import composite, layers_of, period_edges
 from .config import JobConfig, config_hash
 from .errors import ConfigError, EOPipelineError, OutputError, warn
 from .grid import GridSpec
-from .gridding import grid_soundings, provenance
+from .gridding import as_grid, auto_chunk, grid_soundings, provenance
 from .hotspots import find_hotspots, write_hotspots
 from .io.geotiff import write_cog
 from .io.quicklook import quicklook
@@ -170,6 +170,9 @@ def level3(cfg: JobConfig, products: list[xr.Dataset], grid: Any) -> xr.Dataset:
         common.update(srf_shape=g.srf_shape, srf_window=g.srf_window)
     if g.composite:
         return composite(products, grid, period=g.composite, **common)
+    if g.chunk is None:  # a job writes its map: beyond 2**25 cells, in blocks freed one by one
+        rows, cols = as_grid(grid).shape
+        common["chunk"] = auto_chunk(as_grid(grid), written=rows * cols > 2**25)
     return grid_soundings(products, grid, **common)
 
 

@@ -124,3 +124,32 @@ def _delayed_fresh():
     import dask
 
     return dask.delayed(lambda: np.arange(20, dtype="f4").reshape(4, 5), pure=False)()
+
+
+def test_large_templates_live_while_their_arrays_do(monkeypatch):
+    import gc
+
+    _fill.release()
+    monkeypatch.setattr(_fill, "KEEP_FRACTION", 0.0)  # as if the machine were small: nothing is kept
+    a = _fill.filled(BIG, np.float32, np.nan)
+    b = _fill.filled(BIG, np.float32, np.nan)
+    (t,) = _fill._templates.values()
+    assert t.live == 2 and not t.keep and not t.closed  # the second array shares the first one's template
+    del a
+    gc.collect()
+    assert t.live == 1 and not t.closed
+    del b
+    gc.collect()
+    assert t.closed and not _fill._templates  # its memory goes with the last array
+    c = _fill.filled(BIG, np.float32, np.nan)
+    assert np.isnan(c).all()
+
+
+def test_a_large_single_map_is_one_block():
+    from eo_pipeline.grid import named_grid
+    from eo_pipeline.gridding import auto_chunk
+
+    g = named_grid("global_0p01")
+    assert auto_chunk(g) >= max(g.shape)  # gathered: one block, no concatenation
+    assert auto_chunk(g, written=True) == 2048  # written: blocks freed one by one
+    assert auto_chunk(g, periods=2) == 2048
