@@ -113,7 +113,7 @@ def _userpath_section(u: dict) -> list[str]:
               "| call (warm process) | statistics | product | eo_pipeline | HARP binning | speed-up |",
               "|---|---|---|---|---|---|"]
     for key, t in u["python_call"].items():
-        grid, label, state = key.split("/")
+        grid, label, state = key.split("/", 2)
         h = hb.get(grid)
         ratio = f"**{h / t:.1f}x**" if h else "-"
         stats = "all 7" if label == "all" else "mean, count, weight"
