@@ -37,7 +37,9 @@ MIN_TEMPLATE_BYTES = 32 * 2**20
 #: Templates up to this fraction of physical memory are kept for the next array.
 KEEP_FRACTION = 1 / 8
 
-_lock = threading.Lock()
+# reentrant: a mapping's finalizer (_unmapped) may run from the garbage collector while
+# this thread holds the lock in _mapped
+_lock = threading.RLock()
 
 
 @dataclass
@@ -106,9 +108,13 @@ def _mapped(dtype: np.dtype, value: np.generic, nbytes: int) -> mmap.mmap:
                 if t.live == 0:
                     t.close()
             t = _templates[key] = _new_template(dtype, value, nbytes)
-        m = mmap.mmap(t.fd, nbytes, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
-        t.live += 1
-    weakref.finalize(m, _unmapped, t)
+        t.live += 1  # before mapping: a finalizer running meanwhile must not close it
+        try:
+            m = mmap.mmap(t.fd, nbytes, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            _unmapped(t)
+            raise
+        weakref.finalize(m, _unmapped, t)
     return m
 
 

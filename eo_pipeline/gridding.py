@@ -444,7 +444,7 @@ def _statistic_arrays(blocks: dict[int, Delayed], tiling: Tiling, layer: int, st
             tid = layer * tiling.tiles_per_layer + tr * tiling.tile_cols + tc
             r0, r1, c0, c1 = tiling.tile_bounds(tid)
             shape = (r1 - r0, c1 - c0)
-            big = shape[0] * shape[1] * 4 >= MIN_TEMPLATE_BYTES
+            big = shape[0] * shape[1] * np.dtype(np.float32).itemsize >= MIN_TEMPLATE_BYTES
             groups = [(s,) for s in statistics] if big and len(statistics) > 1 else [statistics]
             arrays = {}
             for group in groups:
@@ -631,8 +631,8 @@ def auto_chunk(grid: GridSpec, *, periods: int = 1, written: bool = False) -> in
     concatenating blocks, and their empty cells cost no memory until written
     (:func:`eo_pipeline._fill.filled`); a map's partial sums weigh the same however they
     are blocked, as every block depends on every file. Composites, and single maps that
-    are only ``written`` (the ``grid`` command, ``eo-pipeline run``), are one block per
-    period up to 2**22 cells, else blocks of 2048 x 2048 cells (16 MB per statistic),
+    are only ``written`` (the ``grid`` command; ``eo-pipeline run`` beyond 2**25 cells),
+    are one block per period up to 2**22 cells, else blocks of 2048 x 2048 cells (16 MB per statistic),
     so that blocks are finalized, written and freed on their own, in parallel, and
     blocks a sparse map never touches stay unallocated (one S5P orbit touches 4 of the
     8 blocks of global_0p05).

@@ -153,3 +153,21 @@ def test_a_large_single_map_is_one_block():
     assert auto_chunk(g) >= max(g.shape)  # gathered: one block, no concatenation
     assert auto_chunk(g, written=True) == 2048  # written: blocks freed one by one
     assert auto_chunk(g, periods=2) == 2048
+
+
+def test_a_finalizer_inside_the_lock_does_not_deadlock(monkeypatch):
+    import gc
+
+    _fill.release()
+    monkeypatch.setattr(_fill, "KEEP_FRACTION", 0.0)
+    a = _fill.filled(BIG, np.float32, np.nan)
+    (t,) = _fill._templates.values()
+    cycle = [a]
+    cycle.append(cycle)  # freed only by the garbage collector
+    del a
+    with _fill._lock:  # as if the collector ran while _mapped holds the lock
+        del cycle
+        gc.collect()
+        assert t.closed  # the finalizer ran here, on this thread, without waiting
+    b = _fill.filled(BIG, np.float32, np.nan)
+    assert np.isnan(b).all()
