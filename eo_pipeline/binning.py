@@ -401,47 +401,42 @@ def finalize_block(
     p: Partial, tiling: Tiling, layer: int, r0: int, r1: int, c0: int, c1: int, stat: str,
     min_weight: float = 0.0,
 ) -> np.ndarray:
-    """Finalize step: the dense ``(r1 - r0, c1 - c0)`` float32 array of one statistic in one block.
+    """Finalize step: the dense ``(r1 - r0, c1 - c0)`` array of one statistic in a block of tiles.
 
     The block (rows ``r0:r1``, columns ``c0:c1`` of period ``layer``) must be aligned to
-    the tiling's tiles. Cells without data hold NaN, except ``count`` and ``weight``,
-    which are 0. A cell whose summed weight is <= ``min_weight`` counts as empty. A
-    block without any data is returned as a read-only broadcast view, so empty blocks
-    never allocate memory. Statistics (:data:`STATISTICS`): the weighted ``mean``; the
-    weighted population ``std`` ``sqrt(sum w (x - mean)² / sum w)``; ``count`` of
-    contributing soundings; ``weight`` = sum of weights; ``min``/``max``; and the
-    propagated 1-sigma ``uncertainty`` of the weighted mean, ``sqrt(sum w² sigma²) / sum w``
-    (NaN if any contributing sounding lacked an uncertainty).
+    the tiling's tiles; each tile is finalized by :func:`finalize_statistics`, so the
+    values and data type (:data:`STAT_DTYPES`: ``count`` int32, the others float32) are
+    the same. Cells without data hold NaN, except ``count``, ``weight`` and
+    ``num_samples`` (0). A cell whose summed weight is <= ``min_weight`` counts as
+    empty. A block without any data is returned as a read-only broadcast view, so empty
+    blocks never allocate memory. Statistics (:data:`STATISTICS`): the weighted
+    ``mean``; the weighted population ``std`` ``sqrt(sum w (x - mean)² / sum w)``;
+    ``count`` of contributing soundings; ``weight`` = sum of weights; ``min``/``max``;
+    and the propagated 1-sigma ``uncertainty`` of the weighted mean,
+    ``sqrt(sum w² sigma²) / sum w`` (NaN if any contributing sounding lacked an
+    uncertainty).
     """
     t = tiling.tile
-    th, tw = r1 - r0, c1 - c0
-    fill = np.float32(EMPTY_VALUE[stat])
+    dtype, fill = STAT_DTYPES[stat], EMPTY_VALUE[stat]
     out: np.ndarray | None = None
     for tr in range(r0 // t, -(-r1 // t)):
         for tc in range(c0 // t, -(-c1 // t)):
             tid = layer * tiling.tiles_per_layer + tr * tiling.tile_cols + tc
-            lo, hi = tiling.tile_range(tid)
-            a, b = np.searchsorted(p.idx, [lo, hi])
-            if b <= a:
-                continue
-            sl = slice(a, b)
-            keep = p.sw[sl] > min_weight
-            if not keep.any():
+            (arr,) = finalize_statistics(p, tiling, tid, (stat,), min_weight)
+            if arr.size and not any(arr.strides):  # a tile without data
                 continue
             if out is None:
-                out = np.full((th, tw), fill, np.float32)
-            rr, cc = tiling.local_rowcol(p.idx[sl][keep] - lo)
-            out[rr + (tr * t - r0), cc + (tc * t - c0)] = _stat_values(p, sl, keep, stat)
+                out = filled((r1 - r0, c1 - c0), dtype, fill)
+            a, b, c, d = tiling.tile_bounds(tid)
+            out[a - r0:b - r0, c - c0:d - c0] = arr
     if out is None:
-        return np.broadcast_to(fill, (th, tw))
+        return np.broadcast_to(dtype.type(fill), (r1 - r0, c1 - c0))
     return out
 
 
 def finalize_tile(p: Partial, tiling: Tiling, tile_id: int, min_weight: float = 0.0) -> np.ndarray:
-    """All statistics of one tile (``tile_id`` in any period layer), stacked ``(len(STATISTICS), rows, cols)``."""
-    r0, r1, c0, c1 = tiling.tile_bounds(tile_id)
-    layer = tile_id // tiling.tiles_per_layer
-    return np.stack([finalize_block(p, tiling, layer, r0, r1, c0, c1, s, min_weight) for s in STATISTICS])
+    """All statistics of one tile (``tile_id``, any period layer), stacked ``(statistic, rows, cols)`` as float32."""
+    return np.stack(finalize_statistics(p, tiling, tile_id, STATISTICS, min_weight)).astype(np.float32, copy=False)
 
 
 def finalize_statistics(p: Partial, tiling: Tiling, tile_id: int, statistics: tuple[str, ...],

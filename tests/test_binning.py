@@ -157,3 +157,25 @@ def test_flat_index_is_a_bijection_grouped_by_tile(rows, cols, tile, sub, seed):
     lr, lc = t.local_rowcol(idx - tid * t.tile * t.tile)
     assert np.array_equal(r0 + lr, r) and np.array_equal(c0 + lc, c)
     assert np.array_equal(tid, (r // t.tile) * t.tile_cols + c // t.tile)
+
+
+def test_finalize_block_is_its_tiles_finalized():
+    """A block of several tiles holds each tile's statistics, with the same data types (count int32)."""
+    from eo_pipeline.binning import STAT_DTYPES, finalize_statistics
+
+    rng = np.random.default_rng(7)
+    t = Tiling((7, 9), 4, sub=2)  # 2 x 3 tiles, the last row and column clipped
+    rows, cols = rng.integers(0, 7, 60), rng.integers(0, 9, 60)
+    rows[rows >= 4] = np.minimum(rows[rows >= 4], 5)  # tile (1, 2) and row 6 stay empty
+    cols[(rows >= 4) & (cols >= 8)] = 7
+    p = reduce_by_cell(t.flat(rows, cols), rng.random(60) + 0.1, rng.normal(1900, 10, 60), rng.random(60) + 1,
+                       1900.0)
+    for stat in STATISTICS:
+        block = finalize_block(p, t, 0, 0, 7, 0, 9, stat)
+        assert block.dtype == STAT_DTYPES[stat] and block.shape == (7, 9)
+        for tid in range(t.tiles_per_layer):
+            r0, r1, c0, c1 = t.tile_bounds(tid)
+            (tile,) = finalize_statistics(p, t, tid, (stat,))
+            np.testing.assert_array_equal(block[r0:r1, c0:c1], tile, err_msg=f"{stat} tile {tid}")
+    count = finalize_block(p, t, 0, 0, 7, 0, 9, "count")
+    np.testing.assert_array_equal(count, np.histogram2d(rows, cols, bins=(np.arange(8), np.arange(10)))[0])
