@@ -398,7 +398,15 @@ def derive_corners_lazy(lat: da.Array, lon: da.Array) -> tuple[da.Array, da.Arra
         chunks=(row_chunks, (lat.shape[1],), (4,), (2,)),
         meta=np.empty((0, 0, 0, 0), np.float32),
     )
-    return both[..., 0], both[..., 1]
+    # views, not ``both[..., k]``: dask's getitem copies a selection of half a chunk (11 MB
+    # per orbit and component), and the gridding takes only the valid soundings' rows
+    return tuple(both.map_blocks(_component, k, drop_axis=3, dtype=np.float32,  # type: ignore[return-value]
+                                 meta=np.empty((0, 0, 0), np.float32)) for k in (0, 1))
+
+
+def _component(block: np.ndarray, k: int) -> np.ndarray:
+    """``block[..., k]``, a view."""
+    return block[..., k]
 
 
 def with_derived_corners(ds: xr.Dataset) -> xr.Dataset:
@@ -569,6 +577,29 @@ def _projected_polygons(
     return x[ok], y[ok], nv, idx[ok], int((~ok).sum())
 
 
+@njit(cache=True, nogil=True)
+def _extent(px: np.ndarray, py: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """Kernel: larger of each polygon's x and y ranges (NaN where a vertex is NaN); ``np.ptp`` of both, in one pass.
+
+    ``np.ptp(..., axis=1)`` over a few vertices per row runs numpy's reduction row by
+    row: 8 ms for one S5P orbit, against well under 1 ms here.
+    """
+    n, k = px.shape
+    out = np.empty(n)
+    for i in range(n):
+        x0 = x1 = px[i, 0]
+        y0 = y1 = py[i, 0]
+        bad = x0 != x0 or y0 != y0
+        for j in range(1, k):
+            x, y = px[i, j], py[i, j]
+            if x != x or y != y:
+                bad = True
+            x0, x1 = min(x0, x), max(x1, x)
+            y0, y1 = min(y0, y), max(y1, y)
+        out[i] = np.nan if bad else max(x1 - x0, y1 - y0)
+    return out
+
+
 def drop_degenerate(
     px: np.ndarray, py: np.ndarray, nv: np.ndarray, src: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
@@ -583,7 +614,7 @@ def drop_degenerate(
         return px, py, nv, src, 0
     area = polygon_area(np.ascontiguousarray(px, np.float64), np.ascontiguousarray(py, np.float64),
                         np.ascontiguousarray(nv, np.int64))
-    extent = np.maximum(np.ptp(px, axis=1), np.ptp(py, axis=1))
+    extent = _extent(np.ascontiguousarray(px, np.float64), np.ascontiguousarray(py, np.float64))
     ok = np.isfinite(area) & (area > DEGENERATE_AREA * extent * extent)
     if ok.all():
         return px, py, nv, src, 0

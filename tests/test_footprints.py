@@ -131,3 +131,17 @@ def test_unprojectable_footprints_are_dropped_and_counted():
     far_lon, far_lat = _square(-75.0, -40.0, 0.05)  # on the hidden side of the globe
     px, py, nv, src, dropped = polygons_in_grid(np.vstack([near_lon, far_lon]), np.vstack([near_lat, far_lat]), g)
     assert src.tolist() == [0] and dropped == 1
+
+
+@pytest.mark.parametrize(("n", "k"), [(1000, 4), (500, 9), (3, 1), (0, 4)])
+def test_extent_equals_numpy_ptp(n, k):
+    from eo_pipeline.footprints import _extent
+
+    rng = np.random.default_rng(n + k)
+    px, py = rng.normal(size=(n, k)), rng.normal(size=(n, k)) * 3
+    px[::7, k // 2] = np.nan
+    py[::11, 0] = np.nan
+    py[::13, -1] = np.inf
+    with np.errstate(invalid="ignore"):
+        ref = np.maximum(np.ptp(px, axis=1), np.ptp(py, axis=1)) if n else np.empty(0)
+    np.testing.assert_array_equal(_extent(px, py), ref)
