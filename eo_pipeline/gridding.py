@@ -156,6 +156,19 @@ def _srf_chunk(lon: np.ndarray, lat: np.ndarray, lon_b: np.ndarray | None, lat_b
     return Partial(*out[:9], ref=b.ref, n_dropped=dropped + int(out[11]), n_used=int(out[10]), ns=out[9])
 
 
+def _corner_rows(bounds: np.ndarray, sel: np.ndarray) -> np.ndarray:
+    """The corners ``(len(sel), K)`` float64 of the soundings ``sel`` (flat indices) of ``bounds`` (..., K).
+
+    A strided view (derived corners) is indexed where it lies, so that only the chosen
+    soundings' corners are copied, not the whole block to flatten it first.
+    """
+    bounds = np.asarray(bounds)
+    k = bounds.shape[-1]
+    if bounds.flags.c_contiguous or bounds.ndim == 2:
+        return bounds.reshape(-1, k)[sel].astype(np.float64)
+    return bounds[np.unravel_index(sel, bounds.shape[:-1])].astype(np.float64)
+
+
 def _chunk(lon: np.ndarray, lat: np.ndarray, x: np.ndarray, u: np.ndarray, valid: np.ndarray, time: np.ndarray,
            lon_b: np.ndarray | None, lat_b: np.ndarray | None, b: Binning) -> Partial:
     """Chunk task: one block of soundings -> a Partial (numpy in, Partial out)."""
@@ -184,9 +197,8 @@ def _chunk(lon: np.ndarray, lat: np.ndarray, x: np.ndarray, u: np.ndarray, valid
     lon = np.asarray(lon).ravel()[sel].astype(np.float64)
     lat = np.asarray(lat).ravel()[sel].astype(np.float64)
     if lon_b is not None and lat_b is not None:
-        k = lon_b.shape[-1]
-        lon_b = np.asarray(lon_b).reshape(-1, k)[sel].astype(np.float64)
-        lat_b = np.asarray(lat_b).reshape(-1, k)[sel].astype(np.float64)
+        lon_b = _corner_rows(lon_b, sel)
+        lat_b = _corner_rows(lat_b, sel)
     if b.period_edges is None:
         layers = [(0, slice(None))]
     else:
