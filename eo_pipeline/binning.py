@@ -397,6 +397,21 @@ EMPTY_VALUE: dict[str, float] = {s: (0.0 if s in ("count", "weight", "num_sample
                                   for s in ALL_STATISTICS}
 
 
+def empty_block(stat: str, shape: tuple[int, int]) -> np.ndarray:
+    """An output block of ``stat`` without data: its empty value as a read-only broadcast view (no memory)."""
+    return np.broadcast_to(STAT_DTYPES[stat].type(EMPTY_VALUE[stat]), shape)
+
+
+def uniform_view(block: np.ndarray) -> bool:
+    """True for a constant broadcast view (stride 0 along every axis longer than 1).
+
+    The finalize step returns such views for blocks without data (:func:`empty_block`),
+    so they cost no memory; a view broadcast along one axis only is not constant and
+    does not count.
+    """
+    return bool(block.size) and all(s == 0 for s, n in zip(block.strides, block.shape, strict=True) if n > 1)
+
+
 def finalize_block(
     p: Partial, tiling: Tiling, layer: int, r0: int, r1: int, c0: int, c1: int, stat: str,
     min_weight: float = 0.0,
@@ -417,20 +432,19 @@ def finalize_block(
     uncertainty).
     """
     t = tiling.tile
-    dtype, fill = STAT_DTYPES[stat], EMPTY_VALUE[stat]
     out: np.ndarray | None = None
     for tr in range(r0 // t, -(-r1 // t)):
         for tc in range(c0 // t, -(-c1 // t)):
             tid = layer * tiling.tiles_per_layer + tr * tiling.tile_cols + tc
             (arr,) = finalize_statistics(p, tiling, tid, (stat,), min_weight)
-            if arr.size and not any(arr.strides):  # a tile without data
+            if uniform_view(arr):  # a tile without data
                 continue
             if out is None:
-                out = filled((r1 - r0, c1 - c0), dtype, fill)
+                out = filled((r1 - r0, c1 - c0), STAT_DTYPES[stat], EMPTY_VALUE[stat])
             a, b, c, d = tiling.tile_bounds(tid)
             out[a - r0:b - r0, c - c0:d - c0] = arr
     if out is None:
-        return np.broadcast_to(dtype.type(fill), (r1 - r0, c1 - c0))
+        return empty_block(stat, (r1 - r0, c1 - c0))
     return out
 
 
@@ -457,7 +471,7 @@ def finalize_statistics(p: Partial, tiling: Tiling, tile_id: int, statistics: tu
     a, b = np.searchsorted(p.idx, [lo, hi])
     keep = p.sw[a:b] > min_weight
     if b <= a or not keep.any():
-        return tuple(np.broadcast_to(STAT_DTYPES[s].type(EMPTY_VALUE[s]), shape) for s in statistics)
+        return tuple(empty_block(s, shape) for s in statistics)
     sl = slice(a, b)
     rr, cc = tiling.local_rowcol(p.idx[sl][keep] - lo)
     out = []

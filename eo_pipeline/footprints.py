@@ -612,9 +612,9 @@ def drop_degenerate(
     """
     if src.size == 0:
         return px, py, nv, src, 0
-    area = polygon_area(np.ascontiguousarray(px, np.float64), np.ascontiguousarray(py, np.float64),
-                        np.ascontiguousarray(nv, np.int64))
-    extent = _extent(np.ascontiguousarray(px, np.float64), np.ascontiguousarray(py, np.float64))
+    px64, py64 = np.ascontiguousarray(px, np.float64), np.ascontiguousarray(py, np.float64)
+    area = polygon_area(px64, py64, np.ascontiguousarray(nv, np.int64))
+    extent = _extent(px64, py64)
     ok = np.isfinite(area) & (area > DEGENERATE_AREA * extent * extent)
     if ok.all():
         return px, py, nv, src, 0

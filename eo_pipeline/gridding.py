@@ -37,6 +37,7 @@ from .binning import (
     point_partial,
     select,
     trim,
+    uniform_view,
 )
 from .errors import GridError, ReaderOptionError
 from .footprints import (
@@ -408,13 +409,11 @@ def _fresh_result(results: Any) -> Any:
     one = results
     while isinstance(one, list | tuple) and len(one) == 1:
         one = one[0]
-    if isinstance(one, list | tuple):
-        return da.core.finalize(results)
-    if not isinstance(one, np.ndarray):
+    if not isinstance(one, np.ndarray):  # several chunks, or not numpy: dask's own
         return da.core.finalize(results)
     if one.flags.writeable:
         return one
-    if one.size and not any(one.strides):  # an empty block's broadcast value: hand out a writable map
+    if uniform_view(one):  # an empty block: hand out a writable map
         return filled(one.shape, one.dtype, one.flat[0])
     return one.copy()
 

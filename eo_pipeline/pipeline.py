@@ -171,8 +171,8 @@ def level3(cfg: JobConfig, products: list[xr.Dataset], grid: Any) -> xr.Dataset:
     if g.composite:
         return composite(products, grid, period=g.composite, **common)
     if g.chunk is None:  # a job writes its map: beyond 2**25 cells, in blocks freed one by one
-        rows, cols = as_grid(grid).shape
-        common["chunk"] = auto_chunk(as_grid(grid), written=rows * cols > 2**25)
+        spec = as_grid(grid)
+        common["chunk"] = auto_chunk(spec, written=spec.shape[0] * spec.shape[1] > 2**25)
     return grid_soundings(products, grid, **common)
 
 

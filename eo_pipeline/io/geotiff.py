@@ -42,6 +42,7 @@ from affine import Affine
 from numba import njit
 from rasterio.windows import Window
 
+from ..binning import uniform_view
 from ..errors import OutputError
 from ..grid import GridSpec, north_up
 from ._atomic import (
@@ -117,15 +118,6 @@ def overview_levels(shape: tuple[int, int], block: int = BLOCK) -> int:
         rows, cols = -(-rows // 2), -(-cols // 2)
         n += 1
     return n
-
-
-def uniform_view(block: np.ndarray) -> bool:
-    """True for a constant broadcast view (stride 0 along every axis longer than 1).
-
-    The finalize step returns such views for blocks without data, so they cost no
-    memory; a view broadcast along one axis only is not constant and does not count.
-    """
-    return bool(block.size) and all(s == 0 for s, n in zip(block.strides, block.shape, strict=True) if n > 1)
 
 
 def _as_float32(block: np.ndarray) -> np.ndarray:

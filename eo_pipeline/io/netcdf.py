@@ -44,6 +44,7 @@ from xarray.backends.locks import HDF5_LOCK  # the lock xarray holds around ever
 from xarray.conventions import encode_cf_variable, encode_dataset_coordinates
 
 from .._version import __version__
+from ..binning import uniform_view
 from ..errors import OutputError
 from ..grid import GridSpec, north_up
 from ._atomic import (
@@ -59,7 +60,6 @@ from ._atomic import (
     write_lock,
 )
 from ._graph import blocks_then
-from .geotiff import uniform_view
 
 __all__ = ["write_netcdf", "cf_dataset"]
 
