@@ -72,6 +72,9 @@ def _new_template(dtype: np.dtype, value: np.generic, nbytes: int) -> _Template:
     fd = os.memfd_create(f"eo_pipeline-fill-{dtype.str}", os.MFD_CLOEXEC)
     try:
         os.ftruncate(fd, nbytes)
+        # reserve the pages now: short of memory, this raises (ENOSPC, ENOMEM) where
+        # writing through the mapping would kill the process with SIGBUS
+        os.posix_fallocate(fd, 0, nbytes)
         with mmap.mmap(fd, nbytes) as m:
             np.frombuffer(m, dtype).fill(value)
     except BaseException:
@@ -143,4 +146,8 @@ def filled(shape: tuple[int, ...], dtype: np.dtype | type | str, value: float) -
         return np.frombuffer(mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE), dtype, count=n).reshape(shape)
     if not hasattr(os, "memfd_create"):
         return np.full(shape, v, dtype)
-    return np.frombuffer(_mapped(dtype, v, nbytes), dtype, count=n).reshape(shape)
+    try:
+        m = _mapped(dtype, v, nbytes)
+    except OSError:  # no in-memory file or no room for its template: fill as numpy does
+        return np.full(shape, v, dtype)
+    return np.frombuffer(m, dtype, count=n).reshape(shape)

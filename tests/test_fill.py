@@ -171,3 +171,18 @@ def test_a_finalizer_inside_the_lock_does_not_deadlock(monkeypatch):
         assert t.closed  # the finalizer ran here, on this thread, without waiting
     b = _fill.filled(BIG, np.float32, np.nan)
     assert np.isnan(b).all()
+
+
+@pytest.mark.parametrize("where", ["memfd_create", "posix_fallocate"])
+def test_no_room_for_a_template_falls_back_to_a_filled_array(monkeypatch, where):
+    import errno
+    import os
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    _fill.release()
+    monkeypatch.setattr(os, where, refuse)
+    a = _fill.filled(BIG, np.float32, np.nan)
+    assert a.flags.writeable and np.isnan(a).all() and not _fill._templates
+    assert a.base is None  # np.full's own memory, not a mapping
