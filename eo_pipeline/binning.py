@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+from numba import njit
 
 from ._fill import filled
 
@@ -363,7 +364,7 @@ def offset(p: Partial, by: int) -> Partial:
     return replace(p, idx=p.idx + by) if by else p
 
 
-def _stat_values(p: Partial, sl: slice, keep: np.ndarray, stat: str) -> np.ndarray:
+def _stat_values(p: Partial, sl: slice, keep: np.ndarray | slice, stat: str) -> np.ndarray:
     missing = [f for f in NEEDS.get(stat, ()) if getattr(p, f) is None]
     if missing:
         raise ValueError(f"statistic {stat!r} needs {missing}, which this binning did not keep")
@@ -473,13 +474,43 @@ def finalize_statistics(p: Partial, tiling: Tiling, tile_id: int, statistics: tu
     if b <= a or not keep.any():
         return tuple(empty_block(s, shape) for s in statistics)
     sl = slice(a, b)
-    rr, cc = tiling.local_rowcol(p.idx[sl][keep] - lo)
+    if keep.all():  # views, not copies, of the partial's arrays
+        keep = slice(None)
+    local = p.idx[sl][keep] - lo
     out = []
     for stat in statistics:
         arr = filled(shape, STAT_DTYPES[stat], EMPTY_VALUE[stat])
-        arr[rr, cc] = _stat_values(p, sl, keep, stat)
+        _scatter_tile(arr, local, _stat_values(p, sl, keep, stat), tiling.sub, tiling.tile // tiling.sub)
         out.append(arr)
     return tuple(out)
+
+
+@njit(cache=True, nogil=True)
+def _scatter_tile(out, local, values, sub, per):  # pragma: no cover - compiled
+    """``out[row, col] = values`` at the cells of ``local`` (offsets from the tile's first flat index).
+
+    Equal to ``out[Tiling.local_rowcol(local)] = values`` for a tile of ``per`` x ``per``
+    sub-tiles of ``sub`` cells. Offsets in ascending order (as partials hold them) are
+    placed without a division per cell: the sub-tile and the row are recomputed only
+    where they change (in any order, the result is the same).
+    """
+    ss = sub * sub
+    base = -ss - 1
+    sr = sc = r = rs = 0
+    for i in range(local.size):
+        k = local[i]
+        rem = k - base
+        if rem < 0 or rem >= ss:
+            sid = k // ss
+            base = sid * ss
+            sr = sid // per
+            sc = sid - sr * per
+            rem = k - base
+            r = rs = 0
+        if rem < rs or rem >= rs + sub:
+            r = rem // sub
+            rs = r * sub
+        out[sr * sub + r, sc * sub + rem - rs] = values[i]
 
 
 def point_partial(

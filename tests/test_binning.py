@@ -159,6 +159,31 @@ def test_flat_index_is_a_bijection_grouped_by_tile(rows, cols, tile, sub, seed):
     assert np.array_equal(tid, (r // t.tile) * t.tile_cols + c // t.tile)
 
 
+@settings(max_examples=60, deadline=None)
+@given(tile=st.sampled_from([4, 12, 512, 1536]), sub=st.sampled_from([2, 4, 128]), n=st.integers(0, 3000),
+       ordered=st.booleans(), seed=st.integers(0, 10**6))
+def test_scatter_tile_places_each_value_at_its_local_row_and_column(tile, sub, n, ordered, seed):
+    """The compiled scatter of the finalize step = numpy's assignment at ``Tiling.local_rowcol``."""
+    from eo_pipeline.binning import _scatter_tile
+
+    if tile % min(sub, tile):
+        return
+    t = Tiling((tile, tile), tile, sub=sub)
+    rng = np.random.default_rng(seed)
+    local = rng.choice(tile * tile, min(n, tile * tile), replace=False).astype(np.int64)
+    if ordered:  # as partials hold them
+        local.sort()
+    values = rng.normal(size=local.size)
+    want = np.full((tile, tile), np.nan, np.float32)
+    want[t.local_rowcol(local)] = values
+    got = np.full((tile, tile), np.nan, np.float32)
+    _scatter_tile(got, local, values, t.sub, t.tile // t.sub)
+    np.testing.assert_array_equal(got, want)
+    counts = np.zeros((tile, tile), np.int32)
+    _scatter_tile(counts, local, np.arange(local.size, dtype=np.int64), t.sub, t.tile // t.sub)
+    assert np.array_equal(counts[t.local_rowcol(local)], np.arange(local.size, dtype=np.int32))
+
+
 def test_finalize_block_is_its_tiles_finalized():
     """A block of several tiles holds each tile's statistics, with the same data types (count int32)."""
     from eo_pipeline.binning import STAT_DTYPES, finalize_statistics
