@@ -45,6 +45,7 @@ __all__ = [
     "derive_corner_grid",
     "derive_corners",
     "derive_corners_lazy",
+    "derive_block_corners",
     "with_derived_corners",
     "circle_footprints",
     "polygons_in_grid",
@@ -354,19 +355,34 @@ def derive_corners(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.nda
     return blat, blon
 
 
-def _derive_block(lat: np.ndarray, lon: np.ndarray, block_info: dict | None = None) -> np.ndarray:
-    """map_blocks kernel on a halo-extended block: returns (rows, m, 4, 2) for the block's own rows."""
-    info = (block_info or {}).get(0, {})
-    loc = info.get("chunk-location", (0, 0))[0]
-    nchunks = info.get("num-chunks", (1, 1))[0]
-    top = 1 if loc > 0 else 0
-    bottom = 1 if loc < nchunks - 1 else 0
+def derive_block_corners(lat: np.ndarray, lon: np.ndarray, top: int = 0, bottom: int = 0) -> np.ndarray:
+    """Kernel: corners of a block of swath rows whose centres come with ``top``/``bottom`` halo rows.
+
+    ``lat``, ``lon`` (n, m): pixel centres of the block, extended by ``top`` rows of the
+    block above and ``bottom`` rows of the block below (0 at the swath's ends). Returns
+    (n - top - bottom, m, 4, 2) float32: the corners of the block's own rows, ``[..., 0]``
+    latitudes and ``[..., 1]`` longitudes in [-180, 180), as :func:`derive_corners` gives
+    them for the whole swath.
+    """
     lat, lon = _swath_arrays(lat, lon)
     n, m = lat.shape
     stop = n - bottom
     out = np.empty((stop - top, m, 4, 2), np.float32)
     _corners_nb(lat, lon, top, stop, _NO_F64, _NO_F64, out, True)
     return out
+
+
+def _derive_block(lat: np.ndarray, lon: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+    """map_blocks kernel on a halo-extended block: returns (rows, m, 4, 2) for the block's own rows."""
+    info = (block_info or {}).get(0, {})
+    loc = info.get("chunk-location", (0, 0))[0]
+    nchunks = info.get("num-chunks", (1, 1))[0]
+    return derive_block_corners(lat, lon, 1 if loc > 0 else 0, 1 if loc < nchunks - 1 else 0)
+
+
+def corner_chunks(chunks: tuple[int, ...]) -> tuple[int, ...]:
+    """Row chunks for deriving corners: every block needs 3 rows of its own."""
+    return _merge_small(chunks, 3)
 
 
 def _merge_small(chunks: tuple[int, ...], minimum: int) -> tuple[int, ...]:
@@ -387,7 +403,7 @@ def derive_corners_lazy(lat: da.Array, lon: da.Array) -> tuple[da.Array, da.Arra
     if lat.chunks[1] != (lat.shape[1],):
         lat = lat.rechunk({1: -1})
         lon = lon.rechunk({1: -1})
-    row_chunks = _merge_small(lat.chunks[0], 3)  # every block needs 3 rows of its own
+    row_chunks = corner_chunks(lat.chunks[0])
     if row_chunks != lat.chunks[0]:
         lat = lat.rechunk({0: row_chunks})
         lon = lon.rechunk({0: row_chunks})

@@ -10,6 +10,7 @@ soundings (chunk), a tree of merges (combine), and one task per output tile
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -45,11 +46,12 @@ from .footprints import (
     FOV_DIAMETER_KM,
     centres_in_grid,
     circle_footprints,
+    corner_chunks,
+    derive_block_corners,
     polygons_in_grid,
     srf_circles,
     srf_footprints,
     srf_shape_of,
-    with_derived_corners,
 )
 from .grid import GridSpec, named_grid
 from .schema import SPECIES, SWATH_DIMS, SpeciesInfo, species_of
@@ -171,8 +173,20 @@ def _corner_rows(bounds: np.ndarray, sel: np.ndarray) -> np.ndarray:
 
 
 def _chunk(lon: np.ndarray, lat: np.ndarray, x: np.ndarray, u: np.ndarray, valid: np.ndarray, time: np.ndarray,
-           lon_b: np.ndarray | None, lat_b: np.ndarray | None, b: Binning) -> Partial:
-    """Chunk task: one block of soundings -> a Partial (numpy in, Partial out)."""
+           lon_b: np.ndarray | None, lat_b: np.ndarray | None, b: Binning,
+           halo: tuple[int, int] | None = None) -> Partial:
+    """Chunk task: one block of soundings -> a Partial (numpy in, Partial out).
+
+    With ``halo=(top, bottom)`` the swath has no corners: ``lon`` and ``lat`` carry
+    ``top`` rows of the block above and ``bottom`` rows of the block below, and the
+    block's corners are derived from them here (once, for both coordinates).
+    """
+    if halo is not None:
+        top, bottom = halo
+        corners = derive_block_corners(lat, lon, top, bottom)
+        stop = np.shape(lat)[0] - bottom
+        lon, lat = np.asarray(lon)[top:stop], np.asarray(lat)[top:stop]
+        lat_b, lon_b = corners[..., 0], corners[..., 1]
     x = np.asarray(x).ravel()
     u = np.asarray(u).ravel()
     ok = np.asarray(valid, bool).ravel() & np.isfinite(x)
@@ -226,21 +240,60 @@ def _chunk(lon: np.ndarray, lat: np.ndarray, x: np.ndarray, u: np.ndarray, valid
                    layer_counts=tuple((k, d, u) for k, (d, u) in sorted(counts.items())))
 
 
-def _blocks(ds: xr.Dataset, names: Sequence[str], extra: Sequence[str] = ()) -> list[list[Any]]:
-    """Delayed blocks of the sounding variables ``names`` (same dims) and ``extra`` (one more dim)."""
-    arrays = [da.asarray(ds[n].data) for n in names]
+def _blocks(ds: xr.Dataset, names: Sequence[str], extra: Sequence[str] = (), *,
+            halo: bool = False) -> list[list[Any]]:
+    """Blocks of the sounding variables ``names`` (same dims) and ``extra`` (one more dim), a list per block.
+
+    Dask-backed variables give delayed blocks, chunked as the first of ``names``;
+    in-memory (numpy) ones give views of the same blocks, neither copied nor hashed
+    into the graph. With ``halo``, ``names`` start with longitude and latitude of a
+    swath: blocks are whole rows (at least 3), those two come with one row of each
+    neighbouring block, and each list ends with ``(top, bottom)``, the number of
+    those rows (see :func:`_chunk`).
+    """
+    data = [ds[n].data for n in (*names, *extra)]
+    if not any(isinstance(d, da.Array) for d in data):
+        return _numpy_blocks([np.asarray(d) for d in data], halo)
+    arrays = [da.asarray(d) for d in data[:len(names)]]
     chunks = arrays[0].chunks
+    if halo:
+        chunks = (corner_chunks(chunks[0]), (arrays[0].shape[1],))
     arrays = [a if a.chunks == chunks else a.rechunk(chunks) for a in arrays]
-    for n in extra:
-        a = da.asarray(ds[n].data)
+    for d in data[len(names):]:
+        a = da.asarray(d)
         target = (*chunks, (a.shape[-1],))
         arrays.append(a if a.chunks == target else a.rechunk(target))
+    rows = len(chunks[0])
+    if halo and rows > 1:
+        arrays[:2] = [da.overlap.overlap(a, depth={0: 1, 1: 0}, boundary="none") for a in arrays[:2]]
     # optimised (fused): each chunk's reading and decoding run inside one task, so a job over
     # hundreds of files never holds decoded chunks waiting for their kernel (unfused, a
-    # month's peak memory went from 1.1 GB to 4.6 GB); the price is that corners derived
-    # from the centres are recomputed in each fused consumer
-    blocks = [a.to_delayed().ravel().tolist() for a in arrays]
-    return [list(group) for group in zip(*blocks, strict=True)]
+    # month's peak memory went from 1.1 GB to 4.6 GB)
+    blocks = [list(group) for group in zip(*[a.to_delayed().ravel().tolist() for a in arrays], strict=True)]
+    if halo:
+        for i, blk in enumerate(blocks):
+            blk.append((int(i > 0), int(i < rows - 1)))
+    return blocks
+
+
+def _numpy_blocks(arrays: list[np.ndarray], halo: bool, chunks: Any = "auto") -> list[list[Any]]:
+    """:func:`_blocks` of in-memory variables: views, chunked as ``da.asarray`` would chunk them."""
+    first = arrays[0]
+    chunks = da.core.normalize_chunks(chunks, first.shape, dtype=first.dtype)
+    if halo:
+        chunks = (corner_chunks(chunks[0]), (first.shape[1],))
+    bounds = [np.cumsum((0, *c)) for c in chunks]
+    blocks = []
+    for starts in itertools.product(*[range(len(c)) for c in chunks]):
+        sl = tuple(slice(int(e[i]), int(e[i + 1])) for e, i in zip(bounds, starts, strict=True))
+        blk = [a[sl] for a in arrays]
+        if halo:
+            r0, r1 = sl[0].start, sl[0].stop
+            top, bottom = int(r0 > 0), int(r1 < first.shape[0])
+            blk[:2] = [a[r0 - top:r1 + bottom] for a in arrays[:2]]
+            blk.append((top, bottom))
+        blocks.append(blk)
+    return blocks
 
 
 def _fov_for(ds: xr.Dataset, fov_diameter_km: float | None, no_corners: str) -> float | None:
@@ -267,22 +320,33 @@ def chunk_partials(
     """Chunk step of one product: one lazy :class:`~eo_pipeline.binning.Partial` per block of soundings."""
     info = species_of(ds)
     extra: list[str] = []
+    halo = False
     if b.method in ("area", "srf"):
-        if "latitude_bounds" not in ds and ds[info.name].dims == SWATH_DIMS:
-            ds = with_derived_corners(ds)
         if "latitude_bounds" in ds and "longitude_bounds" in ds:
             extra = ["longitude_bounds", "latitude_bounds"]
+        elif "latitude_bounds" not in ds and ds[info.name].dims == SWATH_DIMS:
+            halo = True  # corners derived from the centres inside each chunk task
         else:
             b = replace(b, fov_km=_fov_for(ds, fov_diameter_km, no_corners))
     if b.method == "srf":
-        b = replace(b, srf_shape=srf_shape_for(ds, b.srf_shape, has_corners=bool(extra)))
+        b = replace(b, srf_shape=srf_shape_for(ds, b.srf_shape, has_corners=bool(extra) or halo))
     names = ["longitude", "latitude", info.name, f"{info.name}_uncertainty", "valid", "time"]
-    task = dask.delayed(_chunk, pure=True)
     parts = []
-    for blk in _blocks(ds, names, extra):
+    for blk in _blocks(ds, names, extra, halo=halo):
         lon_b, lat_b = (blk[6], blk[7]) if extra else (None, None)
-        parts.append(task(*blk[:6], lon_b, lat_b, b))
+        args = (*blk[:6], lon_b, lat_b, b, blk[6] if halo else None)
+        parts.append(_chunk_task(args))
     return _fuse_reads(parts)
+
+
+def _chunk_task(args: tuple[Any, ...]) -> Delayed:
+    """The delayed :func:`_chunk` of one block.
+
+    In-memory (numpy) blocks go into the graph as they are, under a random key: hashing
+    them for a deterministic key read every byte of a loaded product at each call.
+    """
+    pure = not any(isinstance(a, np.ndarray) for a in args)
+    return dask.delayed(_chunk, pure=pure)(*args)
 
 
 def srf_shape_for(ds: xr.Dataset, shape: Any, *, has_corners: bool = True) -> tuple[float, float, float]:

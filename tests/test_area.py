@@ -200,6 +200,91 @@ def test_swath_without_corners_gets_them_derived(ch4_file, tmp_path):
     assert float(b.xch4_weight.sum()) == pytest.approx(float(a.xch4_weight.sum()), rel=0.15)
 
 
+def _swath_without_corners(tmp_path, n_scan=40, n_pix=9):
+    from eo_pipeline.samples.writers import write_s5p_l2
+
+    sw = s5p_swath(112.0, 36.0, n_scan=n_scan, n_pix=n_pix, nadir_across_km=7.0)
+    r, c = np.meshgrid(np.arange(n_scan), np.arange(n_pix), indexing="ij")
+    xch4 = 1900.0 + 10 * np.sin(r) + c
+    xch4[3, 4] = np.nan
+    times = np.datetime64("2023-07-15T04:00:00", "ms") + (np.arange(n_scan) * 840).astype("timedelta64[ms]")
+    path = write_s5p_l2(tmp_path / "S5P_OFFL_L2__CH4____nocorners.nc", "CH4", lat=sw.lat, lon=sw.lon,
+                        lat_bounds=None, lon_bounds=None, scanline_time=times,
+                        columns={"methane_mixing_ratio_bias_corrected": xch4,
+                                 "methane_mixing_ratio_precision": np.full(xch4.shape, 7.5)},
+                        qa_value=np.ones(xch4.shape), orbit=1234)
+    return path
+
+
+@pytest.mark.parametrize("chunks", [None, 3, 4, 7, 13])
+@pytest.mark.parametrize("method", ["area", "srf"])
+def test_corners_derived_in_the_chunk_task_equal_the_derived_variables(tmp_path, chunks, method):
+    """Corners derived inside each chunk task (from halo rows) = the lazily derived corner variables."""
+    from eo_pipeline.footprints import with_derived_corners
+
+    path = _swath_without_corners(tmp_path)
+    lazy = eo.open_product(path, chunks=chunks)
+    g = GridSpec.from_bbox((110, 33, 114, 39), 0.05)
+    with raise_if_dask_computes():
+        got = grid_soundings(lazy, g, method=method, statistics="all")
+    want = grid_soundings(with_derived_corners(lazy), g, method=method, statistics="all").compute()
+    xr.testing.assert_identical(got.compute(), want)
+    assert int(want.xch4_count.sum()) > 0
+    # an in-memory product gives the same maps as the lazy one
+    xr.testing.assert_identical(grid_soundings(lazy.load(), g, method=method, statistics="all").compute(), want)
+
+
+@pytest.mark.parametrize("rows", [(40,), (3, 37), (10, 10, 10, 10), (13, 2, 25)])
+@pytest.mark.parametrize("halo", [False, True])
+def test_in_memory_blocks_are_views_equal_to_the_dask_blocks(tmp_path, rows, halo):
+    import dask
+
+    from eo_pipeline.gridding import _blocks, _numpy_blocks
+
+    ds = eo.open_product(_swath_without_corners(tmp_path), chunks=None)
+    names = ["longitude", "latitude", "xch4", "xch4_uncertainty", "valid", "time"]
+    loaded = ds.load()
+    arrays = [loaded[n].values for n in names]
+    want = _blocks(ds.chunk({"scanline": rows}), names, halo=halo)
+    got = _numpy_blocks(arrays, halo, (rows, (9,)))
+    assert len(got) == len(want) == (len(rows) if not halo or min(rows) >= 3 else len(rows) - 1)
+    for g_blk, w_blk in zip(got, want, strict=True):
+        assert len(g_blk) == len(w_blk) == len(names) + halo
+        if halo:
+            assert g_blk[-1] == w_blk[-1]  # (top, bottom) halo rows
+        for g_arr, w_arr, whole in zip(g_blk[:len(names)], dask.compute(*w_blk[:len(names)]), arrays, strict=True):
+            np.testing.assert_array_equal(g_arr, w_arr)
+            assert np.shares_memory(g_arr, whole)  # a view, not a copy
+
+
+def test_in_memory_product_is_neither_copied_nor_hashed(tmp_path, monkeypatch):
+    """The chunk task of a loaded product gets views of its arrays (dask's from_array copies and hashes them)."""
+    import dask.tokenize
+
+    from eo_pipeline import gridding
+
+    loaded = eo.open_product(_swath_without_corners(tmp_path)).load()
+    seen = []
+    chunk = gridding._chunk
+    hash_buffer_hex = dask.tokenize.hash_buffer_hex
+
+    def spy(lon, lat, x, *args, **kwargs):
+        seen.append((lon, lat, x))
+        return chunk(lon, lat, x, *args, **kwargs)
+
+    def no_large_hashing(buf, *args, **kwargs):
+        assert memoryview(buf).nbytes < 1000, "an in-memory array was hashed"
+        return hash_buffer_hex(buf, *args, **kwargs)
+
+    monkeypatch.setattr(gridding, "_chunk", spy)
+    monkeypatch.setattr(dask.tokenize, "hash_buffer_hex", no_large_hashing)
+    out = grid_soundings(loaded, GridSpec.from_bbox((110, 33, 114, 39), 0.05), method="area").compute(scheduler="sync")
+    assert int(out.xch4_count.sum()) > 0
+    (lon, lat, x), = seen
+    assert np.shares_memory(x, loaded.xch4.values)
+    assert np.shares_memory(lon, loaded.longitude.values) and np.shares_memory(lat, loaded.latitude.values)
+
+
 def _file_crossing_midnight():
     sw = s5p_swath(112.0, 36.0, n_scan=8, n_pix=5)
     n = sw.lat.size
