@@ -385,6 +385,14 @@ def corner_chunks(chunks: tuple[int, ...]) -> tuple[int, ...]:
     return _merge_small(chunks, 3)
 
 
+def halo_rows(a: da.Array) -> da.Array:
+    """``a``'s blocks of rows, each with one row of the block above and of the block below.
+
+    A single block of rows is ``a`` itself: dask's overlap would copy it for nothing.
+    """
+    return a if a.numblocks[0] == 1 else da.overlap.overlap(a, depth={0: 1, 1: 0}, boundary="none")
+
+
 def _merge_small(chunks: tuple[int, ...], minimum: int) -> tuple[int, ...]:
     """Merge chunks smaller than ``minimum`` into their neighbours."""
     out: list[int] = []
@@ -407,10 +415,8 @@ def derive_corners_lazy(lat: da.Array, lon: da.Array) -> tuple[da.Array, da.Arra
     if row_chunks != lat.chunks[0]:
         lat = lat.rechunk({0: row_chunks})
         lon = lon.rechunk({0: row_chunks})
-    ext_lat = da.overlap.overlap(lat, depth={0: 1, 1: 0}, boundary="none")
-    ext_lon = da.overlap.overlap(lon, depth={0: 1, 1: 0}, boundary="none")
     both = da.map_blocks(
-        _derive_block, ext_lat, ext_lon, dtype=np.float32, new_axis=[2, 3],
+        _derive_block, halo_rows(lat), halo_rows(lon), dtype=np.float32, new_axis=[2, 3],
         chunks=(row_chunks, (lat.shape[1],), (4,), (2,)),
         meta=np.empty((0, 0, 0, 0), np.float32),
     )

@@ -48,6 +48,7 @@ from .footprints import (
     circle_footprints,
     corner_chunks,
     derive_block_corners,
+    halo_rows,
     polygons_in_grid,
     srf_circles,
     srf_footprints,
@@ -264,8 +265,8 @@ def _blocks(ds: xr.Dataset, names: Sequence[str], extra: Sequence[str] = (), *,
         target = (*chunks, (a.shape[-1],))
         arrays.append(a if a.chunks == target else a.rechunk(target))
     rows = len(chunks[0])
-    if halo and rows > 1:
-        arrays[:2] = [da.overlap.overlap(a, depth={0: 1, 1: 0}, boundary="none") for a in arrays[:2]]
+    if halo:
+        arrays[:2] = [halo_rows(a) for a in arrays[:2]]
     # optimised (fused): each chunk's reading and decoding run inside one task, so a job over
     # hundreds of files never holds decoded chunks waiting for their kernel (unfused, a
     # month's peak memory went from 1.1 GB to 4.6 GB)
