@@ -206,13 +206,15 @@ def _client(choice: SchedulerChoice) -> tuple[Any, Any]:
 
 
 def _tuned(client: Any) -> Any:
-    """Register the worker plugins (malloc tuning, preloaded modules) with the cluster; returns the client.
+    """Register the plugins (malloc tuning, preloaded modules) with the workers and the scheduler; returns the client.
 
-    See :class:`~eo_pipeline._worker_tuning.MallocTuning` and :class:`~eo_pipeline._worker_tuning.Preload`.
+    See :class:`~eo_pipeline._worker_tuning.MallocTuning`, :class:`~eo_pipeline._worker_tuning.Preload`
+    and :class:`~eo_pipeline._worker_tuning.SchedulerPreload`.
     """
-    from ._worker_tuning import MallocTuning, Preload
+    from ._worker_tuning import MallocTuning, Preload, SchedulerPreload
 
     try:
+        client.register_plugin(SchedulerPreload())
         client.register_plugin(MallocTuning())
         client.register_plugin(Preload())
     except BaseException:

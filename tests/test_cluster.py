@@ -222,6 +222,22 @@ def test_real_loopback_cluster_writes_the_same_files(job, threads_run, loopback_
     out_addr = tmp_path / "by_address"
     _cli("run", str(job), "--scheduler", address, "--output", str(out_addr), "-q", cwd=tmp_path)
     _assert_same_outputs(threads_run, out_addr)
+    _assert_scheduler_preloaded(address)
+
+
+def _assert_scheduler_preloaded(address: str) -> None:
+    """The ``dask scheduler`` process holds the run's preload plugin, and it imported the tasks' modules."""
+    from distributed import Client
+
+    def preloaded(dask_scheduler) -> tuple[bool, bool]:
+        plugin = dask_scheduler.plugins.get("eo-pipeline-scheduler-preload")
+        if plugin is None or plugin.thread is None:
+            return False, False
+        plugin.thread.join(120)
+        return True, all(m in sys.modules for m in plugin.modules)
+
+    with Client(address, timeout="60s", set_as_default=False) as client:
+        assert client.run_on_scheduler(preloaded) == (True, True)
 
 
 def _worker_load(client) -> dict:
