@@ -1,16 +1,20 @@
 # SPDX-License-Identifier: Apache-2.0
 """Cloud-Optimized GeoTIFF writer for gridded (y, x) datasets.
 
-One task per block of the map writes every band of that block, and every overview
-level of it, into small sparse, tiled temporary GeoTIFFs of its own (no other task
-writes them, so no lock is taken, and a worker writes what it computed). Blocks and
-512-tiles without data are never written, and the overviews are computed here, per
-block and only where there is data (NaN-aware 2 x 2 averages, like GDAL's AVERAGE
+One task per block of the map makes every band of that block, and every overview
+level of it, and compresses the COG's 512 x 512 tiles that lie wholly in the block
+(:mod:`._cog_tiles`) into a file of its own (no other task writes it, so no lock is
+taken, and a worker compresses what it computed, in parallel with the other blocks).
+Tiles without data are never written, and the overviews are computed here, per block
+and only where there is data (NaN-aware 2 x 2 averages, like GDAL's AVERAGE
 resampling), because GDAL would read every pixel of a mostly empty global grid to
-build them. The last task ties the blocks' files together in a VRT per level, and
-GDAL's COG driver copies them (float32, NaN nodata, DEFLATE without a predictor,
-512 x 512 tiles, the overviews as they are) into the target, which is renamed into
-place: a failed run leaves nothing half-written.
+build them. The tiles that straddle blocks (the coarse overview levels of a map of
+several blocks) are made by the last task from the blocks' cells of that level, sparse
+uncompressed GeoTIFFs read through a VRT. That task has GDAL's COG driver write the
+frame (every tile sparse: float32, NaN nodata, DEFLATE without a predictor, 512 x 512
+tiles, the overviews, georeferencing and tags), places every tile into it, and moves
+the file into place: a failed run leaves nothing half-written. A band's tile without
+data (all NaN; counts and weights: nothing above 0) is nodata, whatever the blocks.
 
 The georeferencing comes from the map's ``x``/``y`` coordinates
 (:meth:`GridSpec.from_dataset`), so maps cut, flipped, subsampled or coarsened with
@@ -27,6 +31,7 @@ import logging
 import os
 import sys
 import threading
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +60,7 @@ from ._atomic import (
     temp_path,
     write_failed,
 )
+from ._cog_tiles import TileSource, encode_tiles, owned_tiles, place_tiles, straddling_tiles
 from ._graph import blocks_then
 
 log = logging.getLogger(__name__)
@@ -67,20 +73,23 @@ BLOCK = 512
 #: global_0p05 composite 27.6 MB in 2.59 s with it, 20.7 MB in 1.76 s without (DEFLATE level 6,
 #: one thread); the demo's maps 0-25 % smaller without, one anomaly map 3 % larger.
 PREDICTOR = "NO"
-#: Threads GDAL's COG driver uses to compress tiles (the copy is the last step of a map), in this process.
+#: Threads that compress the tiles of a map that is one block (in this process; other maps compress a block per task).
 COPY_THREADS = str(max(1, min(4, os.cpu_count() or 1)))
+#: GDAL's BIGTIFF creation option for the COG (classic TIFF unless the map could pass 4 GiB).
+BIGTIFF = "IF_SAFER"
 
 
 def copy_threads() -> str:
-    """GDAL threads for the COG copy: :data:`COPY_THREADS` in this process; in a dask worker, its share.
+    """Threads that compress the tiles of a one-block map: :data:`COPY_THREADS` in this process; in a worker, its share.
 
-    A worker runs as many tasks at once as it has threads, and its machine may hold
-    other workers, so a task there keeps to its one thread (as dask's nanny asks
-    numpy's libraries to with ``OMP_NUM_THREADS=1``), plus the threads of the workers on
-    the same host that the scheduler has nothing for at that moment, up to
-    :data:`COPY_THREADS`. A map's copy is often the last task of a run, when the other
-    workers have finished: it then uses their cores instead of leaving them idle. A
-    worker alone (or whose neighbours are busy) copies with one thread.
+    A map of several blocks compresses each block's tiles in that block's task, in
+    parallel; a map that is one block (small maps, and single maps up to 2**25 cells)
+    has only its one task to do it. A worker runs as many tasks at once as it has
+    threads, and its machine may hold other workers, so a task there keeps to its one
+    thread (as dask's nanny asks numpy's libraries to with ``OMP_NUM_THREADS=1``), plus
+    the threads of the workers on the same host that the scheduler has nothing for at
+    that moment, up to :data:`COPY_THREADS`. A worker alone (or whose neighbours are
+    busy) compresses with one thread.
     """
     if "distributed" in sys.modules:  # a local run does not import it: nothing to ask
         from distributed import get_worker
@@ -225,33 +234,63 @@ def _write_part(path: Path, bands: Sequence[np.ndarray], zero_is_empty: Sequence
 
 
 def _write_block(*blocks: np.ndarray, target: str, index: tuple[int, int], origin: tuple[int, int],
-                 shapes: Sequence[tuple[int, int]], transform: Affine,
-                 zero_is_empty: Sequence[bool]) -> list[tuple[int, int, int, int, int, str]]:
-    """Task: one block of every band, with all its overview levels, into files of its own.
+                 shapes: Sequence[tuple[int, int]], transform: Affine, zero_is_empty: Sequence[bool],
+                 single: bool = False) -> dict[str, Any]:
+    """Task: one block of every band, with all its overview levels: its COG tiles, compressed, in a file of its own.
 
     Level ``k`` of the block is the 2 x 2 coarsening of level ``k - 1`` (the block's
-    origin is a multiple of ``2**levels`` cells, see :func:`_aligned`). No other task
-    writes these files, so no lock is taken. Returns ``(level, row, col, rows, cols,
-    file)`` of each file written, for the VRT of the last task; nothing once the output
-    is done (a task rerun after the output was finished).
+    origin is a multiple of ``2**levels`` cells, see :func:`_aligned`). The tiles of each
+    level that lie wholly in the block are compressed here (:mod:`._cog_tiles`); where
+    a level's tiles also reach into other blocks, the block's cells of that level go to a
+    sparse uncompressed GeoTIFF, for the last task to make those tiles from. No other task
+    writes these files, so no lock is taken. ``single``: the map is this one block (its
+    tiles are then compressed with :func:`copy_threads` threads). Returns the parts
+    ``(level, row, col, rows, cols, file)`` and the tiles ``(file, [(level, tile_row,
+    tile_col, offset, size), ...])``; nothing once the output is done (a task rerun after
+    the output was finished).
     """
     if done_marker(target).exists():
-        return []
-    out = []
+        return {"parts": [], "tiles": None}
+    parts = []
+    jobs: list[tuple[tuple[int, int, int], Any]] = []
     try:
         level = [b if _small_int(b) else _as_float32(b) for b in blocks]  # float32 passes through uncopied
         for k, shape in enumerate(shapes):
             if k:
                 level = [_coarsen2(b) for b in level]
-            path = temp_path(target, f"l{k}r{index[0]}c{index[1]}", suffix=".tif")
-            # where the part lies (its cells in the level's grid); the VRT places it by its cell offsets
-            at = transform @ Affine.scale(shapes[0][1] / shape[1], shapes[0][0] / shape[0]) \
-                @ Affine.translation(origin[1] >> k, origin[0] >> k)
-            if _write_part(path, level, zero_is_empty, at):
-                out.append((k, origin[0] >> k, origin[1] >> k, *level[0].shape, str(path)))
+            at_k = (origin[0] >> k, origin[1] >> k)
+            owned, straddles = owned_tiles(shape, at_k, level[0].shape)
+            jobs += [((k, tr, tc), lambda lv=level, r=r, c=c, h=h, w=w: [b[r:r + h, c:c + w] for b in lv])
+                     for tr, tc, r, c, h, w in owned]
+            if straddles:  # cells for the tiles shared with other blocks; all their values (zeros too)
+                path = temp_path(target, f"l{k}r{index[0]}c{index[1]}", suffix=".tif")
+                # where the part lies (its cells in the level's grid); the VRT places it by its cell offsets
+                at = transform @ Affine.scale(shapes[0][1] / shape[1], shapes[0][0] / shape[0]) \
+                    @ Affine.translation(at_k[1], at_k[0])
+                if _write_part(path, level, (False,) * len(level), at):
+                    parts.append((k, *at_k, *level[0].shape, str(path)))
+        encoded = encode_tiles(jobs, zero_is_empty, int(copy_threads()) if single else 1)
+        tiles = None
+        if encoded:
+            path = temp_path(target, f"tr{index[0]}c{index[1]}", suffix=".bin")
+            entries, offset = [], 0
+            for key, data in encoded:
+                entries.append((*key, offset, len(data)))
+                offset += len(data)
+            _write_bytes(path, [data for _, data in encoded])
+            tiles = (str(path), entries)
     except Exception as exc:  # noqa: BLE001 - one clear message for any library failure
         raise write_failed(target, "GeoTIFF", exc) from exc
-    return out
+    return {"parts": parts, "tiles": tiles}
+
+
+def _write_bytes(path: Path, chunks: Sequence[bytes | bytearray]) -> None:
+    """Write ``chunks`` one after the other to ``path``, under another name first (a task may run twice at once)."""
+    part = path.with_name(f"{path.name}.new{os.getpid()}-{threading.get_ident()}")
+    with open(part, "wb") as f:
+        for c in chunks:
+            f.write(c)
+    os.replace(part, path)
 
 
 def _metadata(items: Mapping[str, Any]) -> str:
@@ -297,13 +336,17 @@ def _vrt(parts: Sequence[tuple[int, int, int, int, str]], shape: tuple[int, int]
     return "".join(parts_xml)
 
 
-def _finish(written: Sequence[Sequence[tuple[int, int, int, int, int, str]]], shapes: Sequence[tuple[int, int]],
+def _finish(written: Sequence[Mapping[str, Any]], shapes: Sequence[tuple[int, int]],
             grid: GridSpec, path: str, names: Sequence[str], tags: Mapping[str, str],
-            band_tags: Mapping[str, Mapping[str, str]]) -> str:
-    """Last task: tie the blocks' files together in VRTs, copy them into a COG, move that into place.
+            band_tags: Mapping[str, Mapping[str, str]], straddling: Sequence[Sequence[tuple[int, int]]],
+            zero_is_empty: Sequence[bool]) -> str:
+    """Last task: the COG from the blocks' tiles, moved into place.
 
-    The done marker is made once the COG copy is complete, before it moves into place;
-    a rerun that finds the marker only finishes the move.
+    GDAL's COG driver writes the frame (every tile sparse: header, directories,
+    georeferencing, tags), the tiles that straddle blocks are made from the blocks'
+    parts (a VRT per level), and :func:`~._cog_tiles.place_tiles` appends every tile
+    and fills in the tile tables. The done marker is made once the COG is complete,
+    before it moves into place; a rerun that finds the marker only finishes the move.
     """
     target = Path(path)
     cog_tmp = temp_path(target, "cog", suffix=".tif")
@@ -315,28 +358,62 @@ def _finish(written: Sequence[Sequence[tuple[int, int, int, int, int, str]]], sh
         return path
     try:
         by_level: list[list[tuple[int, int, int, int, str]]] = [[] for _ in shapes]
+        tiles: dict[tuple[int, int, int], TileSource] = {}
         for block in written:
-            for k, r, c, rows, cols, f in block:
+            for k, r, c, rows, cols, f in block["parts"]:
                 by_level[k].append((r, c, rows, cols, f))
+            if block["tiles"] is not None:
+                name, entries = block["tiles"]
+                for k, tr, tc, offset, size in entries:
+                    tiles[(k, tr, tc)] = (name, offset, size)
+        tiles.update(_straddling_tiles(target, by_level, shapes, names, straddling, zero_is_empty))
+        # the frame: the levels as VRTs without sources (every tile nodata, so GDAL compresses nothing)
         overviews = []
         for k in range(1, len(shapes)):
             ovr = temp_path(target, f"o{k}", suffix=".vrt")
-            ovr.write_text(_vrt(by_level[k], shapes[k], None, names))
+            ovr.write_text(_vrt([], shapes[k], None, names))
             overviews.append(str(ovr))
         vrt = temp_path(target, "vrt", suffix=".vrt")
-        vrt.write_text(_vrt(by_level[0], shapes[0], grid, names, tags, band_tags, overviews))
-        with rasterio.Env(GDAL_CACHEMAX=256):
+        vrt.write_text(_vrt([], shapes[0], grid, names, tags, band_tags, overviews))
+        with rasterio.Env(GDAL_CACHEMAX=64):
             rasterio.shutil.copy(
                 str(vrt), str(cog_tmp), driver="COG", compress="DEFLATE", predictor=PREDICTOR,
                 blocksize=BLOCK, overviews="FORCE_USE_EXISTING" if overviews else "NONE", sparse_ok="TRUE",
-                bigtiff="IF_SAFER", num_threads=copy_threads(),
+                bigtiff=BIGTIFF, num_threads="1",
             )
+        place_tiles(cog_tmp, shapes, len(names), tiles)
         mark_done(target)
         os.replace(cog_tmp, target)
     except Exception as exc:  # noqa: BLE001
         raise write_failed(target, "GeoTIFF", exc) from exc
     remove_parts(target)
     return path
+
+
+def _straddling_tiles(target: Path, by_level: Sequence[Sequence[tuple[int, int, int, int, str]]],
+                      shapes: Sequence[tuple[int, int]], names: Sequence[str],
+                      straddling: Sequence[Sequence[tuple[int, int]]],
+                      zero_is_empty: Sequence[bool]) -> dict[tuple[int, int, int], bytes | bytearray]:
+    """The tiles no single block holds, compressed from the blocks' parts of their level (read through a VRT)."""
+    out: dict[tuple[int, int, int], bytes | bytearray] = {}
+    for k, todo in enumerate(straddling):
+        if not todo or not by_level[k]:
+            continue
+        vrt = temp_path(target, f"s{k}", suffix=".vrt")
+        vrt.write_text(_vrt(by_level[k], shapes[k], None, names))
+        rows, cols = shapes[k]
+        with rasterio.Env(GDAL_CACHEMAX=64), warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)  # cells are all it needs
+            src = rasterio.open(vrt)
+        with src:
+            def cells(tr: int, tc: int, src: Any = src, rows: int = rows, cols: int = cols) -> list[np.ndarray]:
+                window = Window(tc * BLOCK, tr * BLOCK, min(BLOCK, cols - tc * BLOCK), min(BLOCK, rows - tr * BLOCK))
+                return list(src.read(window=window))
+
+            # one thread: GDAL datasets are not to be shared between threads
+            out.update({(k, *key): data for key, data in encode_tiles(
+                [((tr, tc), lambda tr=tr, tc=tc: cells(tr, tc)) for tr, tc in todo], zero_is_empty, 1)})
+    return out
 
 
 def _bands(ds: xr.Dataset, variables: Sequence[str] | None, path: str) -> list[str]:
@@ -418,9 +495,15 @@ def write_cog(
     zero_is_empty = tuple(n.endswith(("_count", "_weight", "_num_samples")) for n in names)
     starts = [np.concatenate(([0], np.cumsum(c[:-1]))).astype(int) for c in bands[0].chunks]
 
+    single = bands[0].npartitions == 1
+
     def extra(index: tuple[int, ...]) -> dict[str, Any]:
         return {"target": path, "index": index, "origin": (int(starts[0][index[0]]), int(starts[1][index[1]])),
-                "shapes": shapes, "transform": grid.transform, "zero_is_empty": zero_is_empty}
+                "shapes": shapes, "transform": grid.transform, "zero_is_empty": zero_is_empty, "single": single}
+
+    # the tiles of each level that a block boundary runs through: made by the last task
+    straddling = [straddling_tiles(shape, [int(s) >> k for s in starts[0]], [int(s) >> k for s in starts[1]])
+                  for k, shape in enumerate(shapes)]
 
     all_tags = {k: v for k, v in ds.attrs.items() if isinstance(v, str | int | float)}
     all_tags.pop("grid", None)  # a cut of a named grid is no longer that grid
@@ -428,6 +511,6 @@ def write_cog(
     all_tags.update(tags or {})
     band_tags = {n: {k: ds[n].attrs[k] for k in ("units", "long_name") if k in ds[n].attrs} for n in names}
     result = blocks_then(None, [(bands, _write_block, extra)], _finish,
-                         (shapes, grid, path, names, all_tags, band_tags),
+                         (shapes, grid, path, names, all_tags, band_tags, straddling, zero_is_empty),
                          token=(path, [b.name for b in bands], levels, all_tags, band_tags))
     return compute_writer(result, target) if compute else result
