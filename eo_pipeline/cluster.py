@@ -247,6 +247,17 @@ class PendingScheduler:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="eo-pipeline-cluster")
             self._future = self._pool.submit(_client, self.choice)
 
+    def ready_client(self) -> Any:
+        """The distributed client if it is connected by now, else None (never waits, never raises).
+
+        A run hands the inputs still to be opened to the workers once this returns a
+        client (see :func:`eo_pipeline.pipeline.open_inputs`); a connection that failed
+        is reported by :meth:`activate`.
+        """
+        if self._future is None or not self._future.done() or self._future.exception() is not None:
+            return None
+        return self._future.result()[0]
+
     def activate(self) -> str:
         """Wait for the scheduler and make it dask's; returns its name for ``compute_outputs``.
 

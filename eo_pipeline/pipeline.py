@@ -109,8 +109,34 @@ class SkippedInput:
     reason: str
 
 
-def open_inputs(cfg: JobConfig, files: list[Path],
-                reporter: Reporter | None = None) -> tuple[list[xr.Dataset], list[SkippedInput]]:
+def _open_one(path: str, qa_threshold: Any, options: dict[str, dict[str, Any]], verify: bool,
+              record: bool = False) -> tuple[xr.Dataset | None, EOPipelineError | None, list[tuple[type, str]]]:
+    """Open one input with its reader (lazy); with ``verify``, read its data once.
+
+    Returns the dataset or the :class:`EOPipelineError` that says why it cannot be read,
+    and, with ``record`` (a task on a worker), the warnings it gave, for the client to
+    show; otherwise they are shown as they come.
+    """
+    import warnings
+
+    readers = list_readers()
+    with warnings.catch_warnings(record=True) if record else nullcontext() as seen:
+        if record:
+            warnings.simplefilter("always")
+        try:
+            with NCFile(path) as nc:
+                chosen = detect_reader(nc, readers)
+                ds = open_with(nc, chosen, qa_threshold=qa_threshold, **options.get(chosen.name, {}))
+            if verify:  # a damaged data chunk shows only when read: read it now
+                verify_product(ds)
+            out: tuple[xr.Dataset | None, EOPipelineError | None] = (ds, None)
+        except EOPipelineError as exc:
+            out = (None, exc)
+    return (*out, [(w.category, str(w.message)) for w in seen or ()])
+
+
+def open_inputs(cfg: JobConfig, files: list[Path], reporter: Reporter | None = None,
+                helpers: Any = None) -> tuple[list[xr.Dataset], list[SkippedInput]]:
     """Open every input with its reader's options from ``reader_options`` (lazy).
 
     With ``on_error: fail`` (default) the first unreadable input raises its
@@ -119,6 +145,13 @@ def open_inputs(cfg: JobConfig, files: list[Path],
     data are read once first (:func:`~eo_pipeline.readers.verify_product`), because a
     damaged data chunk shows only when it is read. The second copy of a product given
     twice is dropped with a warning in both modes.
+
+    ``helpers`` (a run on a cluster) is called before each input and returns the run's
+    ``distributed.Client`` once it is connected (None until then): the workers then open
+    the inputs not yet opened, from the last one backwards, while this process goes on
+    from the front, taking each input a worker has finished (a product's lazy dataset
+    weighs about 17 kB; opening it, 25-40 ms of HDF5 lookups). The datasets, warnings,
+    errors and their order are the same either way.
     """
     readers = list_readers()
     unknown = sorted(set(cfg.reader_options) - set(readers))
@@ -127,22 +160,40 @@ def open_inputs(cfg: JobConfig, files: list[Path],
     datasets: list[xr.Dataset] = []
     opened: list[Path] = []
     skipped: list[SkippedInput] = []
-    for k, f in enumerate(files, start=1):
-        if reporter is not None:
-            reporter.opened(k, len(files), f)
-        try:
-            with NCFile(f) as nc:
-                chosen = detect_reader(nc, readers)
-                ds = open_with(nc, chosen, qa_threshold=cfg.qa_threshold, **cfg.reader_options.get(chosen.name, {}))
-            if cfg.on_error == "skip":  # a damaged data chunk shows only when read: read it now
-                verify_product(ds)
+    args = (cfg.qa_threshold, dict(cfg.reader_options), cfg.on_error == "skip")
+    remote: dict[int, Any] = {}
+    asked = helpers is None
+    try:
+        for k, f in enumerate(files):
+            if reporter is not None:
+                reporter.opened(k + 1, len(files), f)
+            if not asked and k < len(files) - 1:
+                client = helpers()
+                if client is not None:  # the workers take the inputs from the back
+                    rest = list(range(len(files) - 1, k, -1))
+                    remote = dict(zip(rest, client.map(_open_one, [str(files[i]) for i in rest], *(
+                        [a] * len(rest) for a in args), record=True, pure=False), strict=True))
+                    asked = True
+            future = remote.pop(k, None)
+            if future is not None and future.done() and future.status == "finished":
+                ds, error, seen = future.result()
+                for category, message in seen:
+                    warn(message, category)
+            else:
+                if future is not None:
+                    future.cancel()
+                ds, error, _ = _open_one(str(f), *args)
+            if error is not None:
+                if cfg.on_error == "fail":
+                    raise error
+                skipped.append(SkippedInput(str(f), str(error)))
+                warn(f"skipped: {error}")
+                continue
             datasets.append(ds)
             opened.append(f)
-        except EOPipelineError as exc:
-            if cfg.on_error == "fail":
-                raise
-            skipped.append(SkippedInput(str(f), str(exc)))
-            warn(f"skipped: {exc}")
+    finally:
+        for future in remote.values():
+            future.cancel()
     kept = drop_duplicates(datasets)  # warns about each later copy
     kept_ids = {id(ds) for ds in kept}
     skipped += [SkippedInput(str(f), f"{f}: the same product as an earlier input; ignored so that no sounding "
@@ -443,7 +494,8 @@ def _run(cfg: JobConfig, pending: Any, reporter: Reporter, *, overwrite: bool = 
         return result
     if pending is not None:  # a cluster starts while the inputs are opened
         pending.start()
-    datasets, skipped = open_inputs(cfg, files, reporter) if files else ([], [])
+    helpers = pending.ready_client if pending is not None and pending.choice.distributed else None
+    datasets, skipped = open_inputs(cfg, files, reporter, helpers) if files else ([], [])
     if files and not datasets:  # only with on_error: skip, and every input skipped
         raise ConfigError(f"none of the {len(files)} inputs could be read; the first: {skipped[0].reason}")
     grid = cfg.grid_spec()

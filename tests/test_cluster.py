@@ -457,3 +457,82 @@ def test_slurm_without_dask_jobqueue_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "dask_jobqueue", None)  # as if the [cluster] extra were not installed
     with pytest.raises(ConfigError, match=r"needs dask-jobqueue; install it with pip install 'eo_pipeline\[cluster\]'"):
         jobqueue_cluster("slurm", {"cores": 1})
+
+
+def _batch(d: Path) -> tuple[list[Path], dict[str, Path]]:
+    """Good sample scenes, a copy of one (a duplicate), and damaged files: truncated, not HDF5, empty."""
+    import shutil
+
+    from .conftest import SAMPLES
+
+    good = [*sorted(SAMPLES.glob("S5P_OFFL_L2__CH4____*.nc")), *sorted(SAMPLES.glob("oco2_LtCO2_*.nc4")),
+            *sorted(SAMPLES.glob("ESACCI-GHG-L2-CH4-GOSAT-*.nc"))]
+    files = []
+    for p in good:
+        shutil.copy(p, d / p.name)
+        files.append(d / p.name)
+    bad = {"truncated": d / "S5P_OFFL_L2__CH4____20230716T044407_20230716T062517_29795_03_020500_20230718T053012.nc",
+           "text": d / "S5P_OFFL_L2__CH4____20230716T062518_20230716T080628_29796_03_020500_20230718T053012.nc",
+           "empty": d / "oco2_LtCO2_230716_B11100Ar_230802141516s.nc4"}
+    data = good[0].read_bytes()
+    bad["truncated"].write_bytes(data[: len(data) // 3])
+    bad["text"].write_text("<html>503 Service Unavailable</html>\n")
+    bad["empty"].write_bytes(b"")
+    (d / "again").mkdir()
+    shutil.copy(good[0], d / "again" / good[0].name)  # the same product twice: dropped with a warning
+    files[1:1] = [bad["truncated"], d / "again" / good[0].name]
+    files += [bad["text"], bad["empty"]]
+    return files, bad
+
+
+@pytest.mark.slow
+def test_workers_open_the_inputs_as_the_client_would(tmp_path, monkeypatch):
+    """On a cluster the workers open inputs from the back while the client opens from the front: same result.
+
+    The datasets (their variables' dask names, so the same graph), the inputs skipped and
+    why, the warnings, and with ``on_error: fail`` the error, are those of the client
+    opening every input itself.
+    """
+    import warnings
+
+    import distributed
+
+    import eo_pipeline.pipeline as pipeline
+    from eo_pipeline.errors import EOPipelineError
+    from eo_pipeline.pipeline import open_inputs
+
+    files, bad = _batch(tmp_path)
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(yaml.safe_dump({"name": "b", "inputs": ["*.nc"], "on_error": "skip",
+                                   "gridding": {"grid": "north_china_0p05"}, "output": {"dir": "out"}}))
+    job = load_config(cfg)
+
+    def opened(helpers=None):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            datasets, skipped = open_inputs(job, files, helpers=helpers)
+        names = [(ds.attrs["source_path"], sorted(v.data.name for v in ds.data_vars.values())) for ds in datasets]
+        return names, [(s.file, s.reason) for s in skipped], sorted(str(w.message) for w in seen)
+
+    local = opened()
+    assert len(local[1]) == 4 and len(local[0]) == len(files) - 4  # three damaged files and the duplicate
+    detect = pipeline.detect_reader
+
+    def slow(*args, **kwargs):  # in this process only: the workers keep up and take a share
+        time.sleep(0.3)
+        return detect(*args, **kwargs)
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
+            distributed.Client(cl, set_as_default=False) as client:
+        client.run(lambda: __import__("eo_pipeline.pipeline"))  # as the run's preload plugin does
+        monkeypatch.setattr(pipeline, "detect_reader", slow)
+        with distributed.get_task_stream(client) as ts:
+            shared = opened(lambda: client)
+        fail = job.model_copy(update={"on_error": "fail"})
+        with pytest.raises(EOPipelineError) as remote_error:
+            open_inputs(fail, files[::-1], helpers=lambda: client)  # a damaged file among the workers' share
+    with pytest.raises(EOPipelineError) as local_error:
+        open_inputs(fail, files[::-1])
+    assert shared == local
+    assert type(remote_error.value) is type(local_error.value) and str(remote_error.value) == str(local_error.value)
+    assert sum("_open_one" in str(t["key"]) for t in ts.data) >= 2  # the workers took some
