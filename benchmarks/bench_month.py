@@ -114,8 +114,10 @@ def _peak_run(cmd: list[str]) -> tuple[float, float, str]:
     return wall, peak_kb / 1024.0, proc.stderr
 
 
-def run_eo(paths: list[Path], work: Path, *, tag: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``eo-pipeline run`` of daily global_0p05 composites over ``paths`` (``extra``: more config keys)."""
+def run_eo(paths: list[Path], work: Path, *, tag: str, extra: dict[str, Any] | None = None,
+           args: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``eo-pipeline run`` of daily global_0p05 composites over ``paths`` (``extra``: more config keys; ``args``: more
+    command-line arguments)."""
     import yaml
 
     out = work / f"out-{tag}"
@@ -126,7 +128,7 @@ def run_eo(paths: list[Path], work: Path, *, tag: str, extra: dict[str, Any] | N
         "output": {"dir": str(out), "formats": ["geotiff"]}, **(extra or {}),
     }))
     exe = str(Path(sys.executable).parent / "eo-pipeline")
-    wall, peak, _ = _peak_run([exe, "run", str(job), "-q"])
+    wall, peak, _ = _peak_run([exe, "run", str(job), "-q", *args])
     tifs = sorted(out.glob("*.tif"))
     return {"orbits": len(paths), "seconds": wall, "peak_mb": peak, "cogs": len(tifs),
             "cog_mb": sum(t.stat().st_size for t in tifs) / 2**20}

@@ -145,18 +145,26 @@ def _month_section(m: dict) -> list[str]:
 
 
 def _cluster_section(c: dict) -> list[str]:
-    lines = ["## More workers: a LocalCluster of 1 and 2 single-threaded workers (issue 10)", ""]
+    lines = ["## More workers: 1 and 2 single-threaded workers (issue 10)", ""]
     if "skipped" in c:
         return lines + [f"skipped: {c['skipped']}", ""]
-    s, p = c["seconds"], c["peak_mb"]
-    return lines + [
-        f"{c['orbits']} full-size orbits ({c['days']} days x 14), daily global_0p05 composites, `eo-pipeline run` "
-        f"with `cluster: {{type: local, workers: N, threads_per_worker: 1, memory_limit: 2GB}}`, whole process, "
-        f"median of {c['repeats']} alternating runs:", "",
-        "| workers | time | largest process (GNU time max RSS) |", "|---|---|---|",
-        f"| 1 | {_fmt(s[1])} | {p[1]:.0f} MB |", f"| 2 | {_fmt(s[2])} | {p[2]:.0f} MB |", "",
-        f"2 workers / 1 worker: **{c['speedup_2_vs_1']:.2f}x** faster "
-        f"(target >= {c['targets']['speedup_2_vs_1']}x).", ""]
+    target = c["targets"]["speedup_2_vs_1"]
+    lines += [f"{c['orbits']} full-size orbits ({c['days']} days x 14), daily global_0p05 composites, "
+              f"`eo-pipeline run` as a whole process, median of {c['repeats']} alternating runs:", "",
+              "| cluster | 1 worker | 2 workers | 2 workers / 1 worker | largest worker (1 / 2 workers) |",
+              "|---|---|---|---|---|"]
+    what = {"started": "started by hand: `dask scheduler` + N x `dask worker --nthreads 1 --memory-limit 2GB` "
+                       "on loopback, then `--scheduler tcp://...` (peak RSS of the worker processes)",
+            "kept": "started by hand and kept: the same, a first job untimed, then the timed jobs on it "
+                    "(peak RSS of the worker processes)",
+            "local": "started by the run: `cluster: {type: local, workers: N, threads_per_worker: 1, "
+                     "memory_limit: 2GB}`, its start included (largest process of the run, GNU time)"}
+    for mode in ("started", "kept", "local"):
+        m = c[mode]
+        s, p = m["seconds"], m["peak_mb"]
+        lines.append(f"| {what[mode]} | {_fmt(s[1])} | {_fmt(s[2])} | **{m['speedup_2_vs_1']:.2f}x** "
+                     f"(target >= {target}x) | {p[1]:.0f} MB / {p[2]:.0f} MB |")
+    return lines + [""]
 
 
 def _plumes_section(r: dict) -> list[str]:
