@@ -699,6 +699,10 @@ def statistics_of(statistics: Any) -> tuple[str, ...]:
         raise ReaderOptionError(str(exc)) from exc
 
 
+#: Cells beyond which a job's single map, which is only written, is made in blocks (:func:`auto_chunk`).
+WRITTEN_IN_BLOCKS_ABOVE = 2**25
+
+
 def auto_chunk(grid: GridSpec, *, periods: int = 1, written: bool = False) -> int:
     """Output block size (cells, a multiple of :data:`TILE`).
 
@@ -707,7 +711,8 @@ def auto_chunk(grid: GridSpec, *, periods: int = 1, written: bool = False) -> in
     concatenating blocks, and their empty cells cost no memory until written
     (:func:`eo_pipeline._fill.filled`); a map's partial sums weigh the same however they
     are blocked, as every block depends on every file. Composites, and single maps that
-    are only ``written`` (the ``grid`` command; ``eo-pipeline run`` beyond 2**25 cells),
+    are only ``written`` (the ``grid`` command; ``eo-pipeline run`` beyond
+    :data:`WRITTEN_IN_BLOCKS_ABOVE` cells),
     are one block per period up to 2**22 cells, else blocks of 2048 x 2048 cells (16 MB per statistic),
     so that blocks are finalized, written and freed on their own, in parallel, and
     blocks a sparse map never touches stay unallocated (one S5P orbit touches 4 of the

@@ -29,7 +29,7 @@ from .composites import composite, layers_of, period_edges
 from .config import JobConfig, config_hash
 from .errors import ConfigError, EOPipelineError, OutputError, warn
 from .grid import GridSpec
-from .gridding import as_grid, auto_chunk, grid_soundings, provenance
+from .gridding import WRITTEN_IN_BLOCKS_ABOVE, as_grid, auto_chunk, grid_soundings, provenance
 from .hotspots import find_hotspots, write_hotspots
 from .io.geotiff import write_cog
 from .io.quicklook import quicklook
@@ -221,9 +221,9 @@ def level3(cfg: JobConfig, products: list[xr.Dataset], grid: Any) -> xr.Dataset:
         common.update(srf_shape=g.srf_shape, srf_window=g.srf_window)
     if g.composite:
         return composite(products, grid, period=g.composite, **common)
-    if g.chunk is None:  # a job writes its map: beyond 2**25 cells, in blocks freed one by one
+    if g.chunk is None:  # a job writes its map: a large one in blocks freed one by one
         spec = as_grid(grid)
-        common["chunk"] = auto_chunk(spec, written=spec.shape[0] * spec.shape[1] > 2**25)
+        common["chunk"] = auto_chunk(spec, written=spec.shape[0] * spec.shape[1] > WRITTEN_IN_BLOCKS_ABOVE)
     return grid_soundings(products, grid, **common)
 
 

@@ -83,8 +83,9 @@ def copy_threads() -> str:
     """Threads that compress the tiles of a one-block map: :data:`COPY_THREADS` in this process; in a worker, its share.
 
     A map of several blocks compresses each block's tiles in that block's task, in
-    parallel; a map that is one block (small maps, and single maps up to 2**25 cells)
-    has only its one task to do it. A worker runs as many tasks at once as it has
+    parallel; a map that is one block (small maps; a job's single map up to
+    :data:`~eo_pipeline.gridding.WRITTEN_IN_BLOCKS_ABOVE` cells) has only its one task to
+    do it. A worker runs as many tasks at once as it has
     threads, and its machine may hold other workers, so a task there keeps to its one
     thread (as dask's nanny asks numpy's libraries to with ``OMP_NUM_THREADS=1``), plus
     the threads of the workers on the same host that the scheduler has nothing for at
