@@ -398,9 +398,14 @@ EMPTY_VALUE: dict[str, float] = {s: (0.0 if s in ("count", "weight", "num_sample
                                   for s in ALL_STATISTICS}
 
 
+def constant_view(value: float, shape: tuple[int, ...], dtype: np.typing.DTypeLike) -> np.ndarray:
+    """``value`` as ``dtype`` over ``shape``: a read-only broadcast view (no memory) that :func:`uniform_view` knows."""
+    return np.broadcast_to(np.dtype(dtype).type(value), shape)
+
+
 def empty_block(stat: str, shape: tuple[int, int]) -> np.ndarray:
     """An output block of ``stat`` without data: its empty value as a read-only broadcast view (no memory)."""
-    return np.broadcast_to(STAT_DTYPES[stat].type(EMPTY_VALUE[stat]), shape)
+    return constant_view(EMPTY_VALUE[stat], shape, STAT_DTYPES[stat])
 
 
 def uniform_view(block: np.ndarray) -> bool:

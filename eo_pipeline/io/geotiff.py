@@ -47,7 +47,7 @@ from affine import Affine
 from numba import njit
 from rasterio.windows import Window
 
-from ..binning import uniform_view
+from ..binning import constant_view, uniform_view
 from ..errors import OutputError
 from ..grid import GridSpec, north_up
 from ._atomic import (
@@ -133,7 +133,7 @@ def overview_levels(shape: tuple[int, int], block: int = BLOCK) -> int:
 def _as_float32(block: np.ndarray) -> np.ndarray:
     """Kernel: cast to float32, keeping broadcast views of empty blocks as views."""
     if uniform_view(block):
-        return np.broadcast_to(np.float32(block.flat[0]), block.shape)
+        return constant_view(block.flat[0], block.shape, np.float32)
     return np.asarray(block, np.float32)
 
 
@@ -165,7 +165,7 @@ def _coarsen2(block: np.ndarray) -> np.ndarray:
     rows, cols = block.shape
     out_shape = (-(-rows // 2), -(-cols // 2))
     if uniform_view(block):
-        return np.broadcast_to(np.asarray(block.flat[0], np.float32), out_shape)
+        return constant_view(block.flat[0], out_shape, np.float32)
     if _small_int(block):  # counts: summed exactly in float64, without a float32 copy of the block
         return _coarsen2_nb(np.ascontiguousarray(block, np.int32))
     return _coarsen2_nb(np.ascontiguousarray(block, np.float32))
