@@ -77,6 +77,13 @@ PRELOAD = ("eo_pipeline.gridding", "eo_pipeline.composites", "eo_pipeline.io.geo
            "eo_pipeline.outputs")
 
 
+def _import_in_background(modules: tuple[str, ...]) -> threading.Thread:
+    """Start importing ``modules`` in a daemon thread of their own (the event loop stays free); returns it."""
+    thread = threading.Thread(target=_import_all, args=(modules,), name="eo-pipeline-preload", daemon=True)
+    thread.start()
+    return thread
+
+
 def _import_all(modules: tuple[str, ...]) -> None:
     for name in modules:
         try:
@@ -104,9 +111,7 @@ class Preload(WorkerPlugin):
         self.thread: threading.Thread | None = None
 
     def setup(self, worker: Any) -> None:
-        self.thread = threading.Thread(target=_import_all, args=(self.modules,), name="eo-pipeline-preload",
-                                       daemon=True)
-        self.thread.start()
+        self.thread = _import_in_background(self.modules)
 
 
 class SchedulerPreload(SchedulerPlugin):
@@ -131,6 +136,4 @@ class SchedulerPreload(SchedulerPlugin):
         self.thread: threading.Thread | None = None
 
     def start(self, scheduler: Any) -> None:
-        self.thread = threading.Thread(target=_import_all, args=(self.modules,), name="eo-pipeline-preload",
-                                       daemon=True)
-        self.thread.start()
+        self.thread = _import_in_background(self.modules)
