@@ -211,10 +211,11 @@ def create_atomically(path: str | Path, create: Any) -> None:
     """Run ``create(tmp)`` to make a file under another temporary name, then move it to ``path``.
 
     A task killed while creating leaves no half-made file under ``path``, so a rerun
-    that finds ``path`` can trust it.
+    that finds ``path`` can trust it. The temporary name is the process's and thread's
+    own: on a cluster the same task may run twice at once.
     """
     path = Path(path)
-    part = path.with_name(path.name + ".new")
+    part = path.with_name(f"{path.name}.new{os.getpid()}-{threading.get_ident()}")
     try:
         create(part)
         os.replace(part, path)

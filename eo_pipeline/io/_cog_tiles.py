@@ -37,8 +37,8 @@ import numpy as np
 # tiles 7 % larger. It releases the GIL.
 from deflate import zlib_compress as _deflate
 
-__all__ = ["TILE", "LEVEL", "TileSource", "encode_tile", "encode_tiles", "owned_tiles", "straddling_tiles",
-           "place_tiles"]
+__all__ = ["TILE", "LEVEL", "TileSource", "holds_data", "encode_tile", "encode_tiles", "owned_tiles",
+           "straddling_tiles", "place_tiles"]
 
 #: Tile size of the COG (cells).
 TILE = 512
@@ -47,6 +47,13 @@ LEVEL = 6
 
 #: A compressed tile: its bytes, or ``(file, offset, size)`` of them in a block's tile file.
 TileSource = bytes | bytearray | tuple[str, int, int]
+
+
+def holds_data(tile: np.ndarray, zero_is_empty: bool = False) -> bool:
+    """Whether a band's cells hold data: not all NaN; with ``zero_is_empty`` (counts, weights), some above 0."""
+    if zero_is_empty:  # counts and weights are >= 0; NaN > 0 is False
+        return bool(np.any(tile > 0))
+    return not bool(np.isnan(tile).all())
 
 
 def encode_tile(bands: Sequence[np.ndarray], zero_is_empty: Sequence[bool]) -> bytes | bytearray | None:
@@ -69,8 +76,7 @@ def encode_tile(bands: Sequence[np.ndarray], zero_is_empty: Sequence[bool]) -> b
         beyond an edge tile's extent are NaN), or None when no band holds data.
     """
     rows, cols = bands[0].shape
-    keep = [bool(np.any(b > 0)) if z else not bool(np.isnan(b).all()) for b, z in zip(bands, zero_is_empty,
-                                                                                      strict=True)]
+    keep = [holds_data(b, z) for b, z in zip(bands, zero_is_empty, strict=True)]
     if not any(keep):
         return None
     buf = np.full((TILE, TILE, len(bands)), np.nan, "<f4")
@@ -143,7 +149,7 @@ def straddling_tiles(shape: tuple[int, int], row_starts: Sequence[int],
 
 
 # TIFF tags and field types used here
-_WIDTH, _LENGTH, _BITS, _COMPRESSION, _SAMPLES, _PLANAR = 256, 257, 258, 259, 277, 284
+_WIDTH, _LENGTH, _COMPRESSION, _SAMPLES, _PLANAR = 256, 257, 259, 277, 284
 _TILE_W, _TILE_L, _OFFSETS, _COUNTS = 322, 323, 324, 325
 _FORMATS = {3: "H", 4: "I", 16: "Q"}
 

@@ -53,6 +53,7 @@ from ..grid import GridSpec, north_up
 from ._atomic import (
     beyond_size_limit,
     compute_writer,
+    create_atomically,
     done_marker,
     mark_done,
     remove_parts,
@@ -60,14 +61,14 @@ from ._atomic import (
     temp_path,
     write_failed,
 )
-from ._cog_tiles import TileSource, encode_tiles, owned_tiles, place_tiles, straddling_tiles
+from ._cog_tiles import TILE, TileSource, encode_tiles, holds_data, owned_tiles, place_tiles, straddling_tiles
 from ._graph import blocks_then
 
 log = logging.getLogger(__name__)
 
 __all__ = ["write_cog", "overview_levels"]
 
-BLOCK = 512
+BLOCK = TILE  # the COG's tiles (512 cells), which the blocks' tasks compress
 #: TIFF predictor of the COG tiles: none. On this pipeline's maps (sparse, NaN-filled, noisy
 #: cell means) the floating-point predictor (3) made files larger and the copy slower: a daily
 #: global_0p05 composite 27.6 MB in 2.59 s with it, 20.7 MB in 1.76 s without (DEFLATE level 6,
@@ -184,29 +185,25 @@ def _aligned(arr: da.Array, levels: int) -> da.Array:
     return arr.rechunk(tuple(max(step, round(arr.chunksize[d] / step) * step) for d in range(2)))
 
 
-def _tiles(block: np.ndarray, zero_is_empty: bool) -> list[tuple[Window, np.ndarray]]:
-    """The non-empty 512-tiles of one band's block (empty: all NaN, or for counts and weights NaN or 0)."""
-    def empty(tile: np.ndarray) -> bool:
-        if zero_is_empty:  # counts and weights are >= 0; NaN > 0 is False
-            return not bool(np.any(tile > 0))
-        return bool(np.isnan(tile).all())
-
-    if block.size == 0 or (uniform_view(block) and empty(block.flat[:1])):
+def _tiles(block: np.ndarray) -> list[tuple[Window, np.ndarray]]:
+    """The 512-tiles of one band's block that hold data (not all NaN)."""
+    if block.size == 0 or (uniform_view(block) and not holds_data(block.flat[:1])):
         return []
     rows, cols = block.shape
     return [(Window(c, r, min(BLOCK, cols - c), min(BLOCK, rows - r)), block[r:r + BLOCK, c:c + BLOCK])
             for r in range(0, rows, BLOCK) for c in range(0, cols, BLOCK)
-            if not empty(block[r:r + BLOCK, c:c + BLOCK])]
+            if holds_data(block[r:r + BLOCK, c:c + BLOCK])]
 
 
-def _write_part(path: Path, bands: Sequence[np.ndarray], zero_is_empty: Sequence[bool], transform: Affine) -> bool:
+def _write_part(path: Path, bands: Sequence[np.ndarray], transform: Affine) -> bool:
     """Kernel: one level of one block, all bands, as a sparse tiled float32 GeoTIFF (nothing if empty).
 
-    Only its non-empty tiles are written; the others read back as nodata (NaN). The file
+    Only its tiles that hold data (zeros included: the last task decides what is empty
+    on the COG's own tiles) are written; the others read back as nodata (NaN). The file
     is made under another name and moved into place, so a task run twice (a cluster
     reruns the tasks of a lost worker) never leaves or reads a half-made part.
     """
-    writes = [(b, _tiles(block, z)) for b, (block, z) in enumerate(zip(bands, zero_is_empty, strict=True), start=1)]
+    writes = [(b, _tiles(block)) for b, block in enumerate(bands, start=1)]
     if not any(tiles for _, tiles in writes):
         return False
     rows, cols = bands[0].shape
@@ -268,7 +265,7 @@ def _write_block(*blocks: np.ndarray, target: str, index: tuple[int, int], origi
                 # where the part lies (its cells in the level's grid); the VRT places it by its cell offsets
                 at = transform @ Affine.scale(shapes[0][1] / shape[1], shapes[0][0] / shape[0]) \
                     @ Affine.translation(at_k[1], at_k[0])
-                if _write_part(path, level, (False,) * len(level), at):
+                if _write_part(path, level, at):
                     parts.append((k, *at_k, *level[0].shape, str(path)))
         encoded = encode_tiles(jobs, zero_is_empty, int(copy_threads()) if single else 1)
         tiles = None
@@ -278,7 +275,7 @@ def _write_block(*blocks: np.ndarray, target: str, index: tuple[int, int], origi
             for key, data in encoded:
                 entries.append((*key, offset, len(data)))
                 offset += len(data)
-            _write_bytes(path, [data for _, data in encoded])
+            create_atomically(path, lambda part: _write_bytes(part, [data for _, data in encoded]))
             tiles = (str(path), entries)
     except Exception as exc:  # noqa: BLE001 - one clear message for any library failure
         raise write_failed(target, "GeoTIFF", exc) from exc
@@ -286,12 +283,10 @@ def _write_block(*blocks: np.ndarray, target: str, index: tuple[int, int], origi
 
 
 def _write_bytes(path: Path, chunks: Sequence[bytes | bytearray]) -> None:
-    """Write ``chunks`` one after the other to ``path``, under another name first (a task may run twice at once)."""
-    part = path.with_name(f"{path.name}.new{os.getpid()}-{threading.get_ident()}")
-    with open(part, "wb") as f:
+    """Write ``chunks`` one after the other to ``path``."""
+    with open(path, "wb") as f:
         for c in chunks:
             f.write(c)
-    os.replace(part, path)
 
 
 def _metadata(items: Mapping[str, Any]) -> str:
