@@ -36,6 +36,19 @@ COLUMNS = (
 )
 
 
+def write_damaged_inputs(d: Path, source: Path) -> dict[str, Path]:
+    """Three inputs in ``d`` that no reader can open, named as real products: a truncated
+    copy of ``source`` (an S5P file), an HTML error page, and an empty OCO-2 file."""
+    bad = {"truncated": d / "S5P_OFFL_L2__CH4____20230716T044407_20230716T062517_29795_03_020500_20230718T053012.nc",
+           "text": d / "S5P_OFFL_L2__CH4____20230716T062518_20230716T080628_29796_03_020500_20230718T053012.nc",
+           "empty": d / "oco2_LtCO2_230716_B11100Ar_230802141516s.nc4"}
+    data = source.read_bytes()
+    bad["truncated"].write_bytes(data[: len(data) // 3])
+    bad["text"].write_text("<html>503 Service Unavailable</html>\n")
+    bad["empty"].write_bytes(b"")
+    return bad
+
+
 @dataclass(frozen=True)
 class ReaderSpec:
     """Where each reader's product keeps what the layout faults change."""

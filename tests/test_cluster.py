@@ -464,6 +464,7 @@ def _batch(d: Path) -> tuple[list[Path], dict[str, Path]]:
     import shutil
 
     from .conftest import SAMPLES
+    from .damage import write_damaged_inputs
 
     good = [*sorted(SAMPLES.glob("S5P_OFFL_L2__CH4____*.nc")), *sorted(SAMPLES.glob("oco2_LtCO2_*.nc4")),
             *sorted(SAMPLES.glob("ESACCI-GHG-L2-CH4-GOSAT-*.nc"))]
@@ -471,13 +472,7 @@ def _batch(d: Path) -> tuple[list[Path], dict[str, Path]]:
     for p in good:
         shutil.copy(p, d / p.name)
         files.append(d / p.name)
-    bad = {"truncated": d / "S5P_OFFL_L2__CH4____20230716T044407_20230716T062517_29795_03_020500_20230718T053012.nc",
-           "text": d / "S5P_OFFL_L2__CH4____20230716T062518_20230716T080628_29796_03_020500_20230718T053012.nc",
-           "empty": d / "oco2_LtCO2_230716_B11100Ar_230802141516s.nc4"}
-    data = good[0].read_bytes()
-    bad["truncated"].write_bytes(data[: len(data) // 3])
-    bad["text"].write_text("<html>503 Service Unavailable</html>\n")
-    bad["empty"].write_bytes(b"")
+    bad = write_damaged_inputs(d, good[0])
     (d / "again").mkdir()
     shutil.copy(good[0], d / "again" / good[0].name)  # the same product twice: dropped with a warning
     files[1:1] = [bad["truncated"], d / "again" / good[0].name]

@@ -24,6 +24,7 @@ import xarray as xr
 import yaml
 
 from .conftest import SAMPLES
+from .damage import write_damaged_inputs
 
 CLI = [sys.executable, "-m", "eo_pipeline.cli"]
 REGIONS = SAMPLES / "regions_north_china.geojson"
@@ -251,16 +252,7 @@ def batch(tmp_path_factory):
     for p in [*CH4, *OCO2]:
         shutil.copy(p, d / p.name)
     good = sorted(d.iterdir())
-    bad = {
-        "truncated": d / "S5P_OFFL_L2__CH4____20230716T044407_20230716T062517_29795_03_020500_20230718T053012.nc",
-        "text": d / "S5P_OFFL_L2__CH4____20230716T062518_20230716T080628_29796_03_020500_20230718T053012.nc",
-        "empty": d / "oco2_LtCO2_230716_B11100Ar_230802141516s.nc4",
-    }
-    data = CH4[0].read_bytes()
-    bad["truncated"].write_bytes(data[: len(data) // 3])
-    bad["text"].write_text("<html>503 Service Unavailable</html>\n")
-    bad["empty"].write_bytes(b"")
-    return d, good, bad
+    return d, good, write_damaged_inputs(d, CH4[0])
 
 
 def test_on_error_fail_stops_with_the_damaged_files_name(tmp_path, batch):
