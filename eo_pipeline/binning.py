@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+from dask.sizeof import sizeof
 from numba import njit
 
 from ._fill import filled
@@ -200,6 +201,16 @@ class Partial:
     def nbytes(self) -> int:
         """Memory held by the arrays."""
         return sum(a.nbytes for k in FIELDS if (a := getattr(self, k)) is not None)
+
+
+@sizeof.register(Partial)
+def _sizeof_partial(p: Partial) -> int:
+    """dask's size of a partial: its arrays' bytes (the default, ``sys.getsizeof``, would say about 100 bytes).
+
+    A distributed scheduler weighs a task's placement by the bytes of its dependencies
+    it would move, and workers count their memory (and spill) by it.
+    """
+    return p.nbytes
 
 
 #: The per-cell arrays of a :class:`Partial`, in order.

@@ -10,7 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import eo_pipeline as eo
-from eo_pipeline.binning import STATISTICS, Partial, Tiling, finalize_block, finalize_tile, merge, reduce_by_cell
+from eo_pipeline.binning import (
+    FIELDS,
+    STATISTICS,
+    Partial,
+    Tiling,
+    finalize_block,
+    finalize_tile,
+    merge,
+    reduce_by_cell,
+)
 from eo_pipeline.grid import GridSpec
 from eo_pipeline.gridding import grid_soundings
 
@@ -112,6 +121,18 @@ def test_merge_is_associative_and_matches_one_pass():
     b = finalize_tile(merge(merge(parts[0], parts[1]), merge(parts[2], parts[3])), tiled, 0)
     np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-9)
     assert len(STATISTICS) == a.shape[0]
+
+
+def test_dask_sizes_a_partial_by_its_arrays():
+    """A distributed scheduler places tasks and workers count memory by ``dask.sizeof``: a partial is its arrays."""
+    from dask.sizeof import sizeof
+
+    rng = np.random.default_rng(2)
+    idx = Tiling((50, 100), 512).flat(rng.integers(0, 50, 5000), rng.integers(0, 100, 5000))
+    p = reduce_by_cell(idx, rng.random(5000), rng.normal(1900, 10, 5000), rng.random(5000), 1900.0)
+    arrays = [getattr(p, f) for f in FIELDS if getattr(p, f) is not None]
+    assert len(p) > 1000 and sizeof(p) == sum(a.nbytes for a in arrays) == p.nbytes
+    assert sizeof(Partial.empty(0.0)) == 0
 
 
 def test_empty_partial_finalizes_to_nan_without_allocating():
