@@ -206,15 +206,18 @@ def _client(choice: SchedulerChoice) -> tuple[Any, Any]:
 
 
 def _tuned(client: Any) -> Any:
-    """Register the plugins (malloc tuning, preloaded modules) with the workers and the scheduler; returns the client.
+    """Register the plugins (malloc tuning, preloaded modules, spread blocks) with the workers and the scheduler.
 
-    See :class:`~eo_pipeline._worker_tuning.MallocTuning`, :class:`~eo_pipeline._worker_tuning.Preload`
-    and :class:`~eo_pipeline._worker_tuning.SchedulerPreload`.
+    See :class:`~eo_pipeline._worker_tuning.MallocTuning`, :class:`~eo_pipeline._worker_tuning.Preload`,
+    :class:`~eo_pipeline._worker_tuning.SchedulerPreload` and :class:`~eo_pipeline._worker_tuning.SpreadBlocks`.
+    Returns the client.
     """
-    from ._worker_tuning import MallocTuning, Preload, SchedulerPreload
+    from ._worker_tuning import MallocTuning, Preload, SchedulerPreload, SpreadBlocks
+    from .gridding import SPREAD
 
     try:
         client.register_plugin(SchedulerPreload())
+        client.register_plugin(SpreadBlocks(SPREAD))
         client.register_plugin(MallocTuning())
         client.register_plugin(Preload())
     except BaseException:

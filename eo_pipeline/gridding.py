@@ -511,6 +511,11 @@ def without_result_copy(a: da.Array) -> da.Array:
     return a
 
 
+#: Annotation of each output block's finalize task (its value: the block's tile id). A distributed run
+#: spreads the tasks so annotated over its workers (:class:`eo_pipeline._worker_tuning.SpreadBlocks`).
+SPREAD = "eo_pipeline_spread"
+
+
 def _statistic_arrays(blocks: dict[int, Delayed], tiling: Tiling, layer: int, statistics: tuple[str, ...],
                       min_weight: float) -> list[da.Array]:
     """The statistics of one period layer, a ``(rows, cols)`` dask array each.
@@ -532,8 +537,9 @@ def _statistic_arrays(blocks: dict[int, Delayed], tiling: Tiling, layer: int, st
             groups = [(s,) for s in statistics] if big and len(statistics) > 1 else [statistics]
             arrays = {}
             for group in groups:
-                parts = dask.delayed(finalize_statistics, pure=True, nout=len(group))(
-                    blocks[tid], tiling, tid, group, min_weight)
+                with dask.annotate(**{SPREAD: tid}):  # a cluster spreads the blocks' finalizing over its workers
+                    parts = dask.delayed(finalize_statistics, pure=True, nout=len(group))(
+                        blocks[tid], tiling, tid, group, min_weight)
                 arrays.update(zip(group, parts, strict=True))
             for k, stat in enumerate(statistics):
                 dtype = STAT_DTYPES[stat]

@@ -293,6 +293,59 @@ def test_workers_write_the_maps_and_only_small_results_reach_the_client(tmp_path
         assert np.isfinite(src.read(1)).sum() > 1000
 
 
+class _Placements:
+    """Scheduler plugin of the test below: each annotated task's restrictions as its graph arrives."""
+
+    name = "test-placements"
+
+    def __init__(self, annotation: str) -> None:
+        self.annotation, self.seen = annotation, []
+
+    def update_graph(self, scheduler, *, annotations=None, priority=None, **kwargs) -> None:
+        blocks = (annotations or {}).get(self.annotation, {})
+        self.seen += sorted((blocks[k], str(k), sorted(scheduler.tasks[k].worker_restrictions or ()),
+                             scheduler.tasks[k].loose_restrictions) for k in blocks)
+
+
+def test_the_blocks_of_a_map_are_finalized_turn_by_turn_on_the_workers(tmp_path):
+    """On a cluster, a run's output blocks go to the workers in turn (loosely), not all to the one holding the sums."""
+    import distributed
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    from eo_pipeline.cluster import _tuned
+    from eo_pipeline.gridding import SPREAD
+    from eo_pipeline.pipeline import run
+
+    from .conftest import SAMPLES
+
+    class Placements(_Placements, SchedulerPlugin):
+        pass
+
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "name": "spread", "inputs": [str(SAMPLES / "S5P_OFFL_L2__CH4____*.nc")],
+        "gridding": {"grid": "global_0p1", "method": "area", "composite": "day", "chunk": 1024},
+        "output": {"dir": str(tmp_path / "out"), "formats": ["geotiff"]}}))
+    blocks = 2 * 4  # 1800 x 3600 cells in blocks of 1024: 2 x 4 per day, one day
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp",
+                                  dashboard_address=None) as cl, \
+            distributed.Client(cl, set_as_default=False) as client:
+        _tuned(client)  # as the run will (idempotent): the recorder below then comes after SpreadBlocks
+        client.register_plugin(Placements(SPREAD))
+        with distributed.get_task_stream(client=client) as stream:
+            run(load_config(cfg), scheduler=cl.scheduler_address)
+        seen = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.plugins["test-placements"].seen)
+        workers = sorted(client.nthreads())
+    assert [tid for tid, _, _, _ in seen] == list(range(blocks))  # each block's finalize task, annotated
+    assert all(k.startswith("finalize_statistics") for _, k, _, _ in seen)
+    assert [w for _, _, w, _ in seen] == [[workers[i % 2]] for i in range(blocks)]  # in turn
+    assert all(loose for _, _, _, loose in seen)  # a lost worker's blocks go elsewhere
+    ran = [t["worker"] for t in stream.data if str(t["key"]).startswith("finalize_statistics")]
+    assert len(ran) == blocks and set(ran) == set(workers)
+    with rasterio.open(tmp_path / "out" / "xch4_area_global_0p1_20230715.tif") as src:
+        assert src.shape == (1800, 3600) and np.isfinite(src.read(1)).sum() > 1000
+
+
 @pytest.mark.slow
 def test_the_cog_copy_borrows_only_idle_workers_threads():
     """In a worker, the COG copy keeps to its thread while the other workers on its host work, else takes theirs."""
