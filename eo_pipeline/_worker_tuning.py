@@ -149,7 +149,7 @@ class SpreadBlocks(SchedulerPlugin):
     composite period were finalized, compressed and written by one worker (on the
     cluster benchmark, the last day's 8 blocks: 1.5 s on one worker while the other had
     nothing left to do). As a graph arrives, this plugin gives the tasks annotated with
-    :data:`eo_pipeline.gridding.SPREAD` a preferred worker, turn by turn over the workers
+    :data:`eo_pipeline.cluster.SPREAD` a preferred worker, turn by turn over the workers
     then running, in the order of the annotation's values (the blocks' tile ids: period
     by period, and in a period row by row), so that each period's blocks are shared out.
     Only the merged partial moves (at most the block's sums). The restriction is loose:

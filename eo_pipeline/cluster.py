@@ -31,7 +31,7 @@ from typing import Any
 
 from .errors import ClusterError, ConfigError
 
-__all__ = ["LOCAL_SCHEDULERS", "SchedulerChoice", "PendingScheduler", "choose_scheduler", "jobqueue_cluster"]
+__all__ = ["LOCAL_SCHEDULERS", "SPREAD", "SchedulerChoice", "PendingScheduler", "choose_scheduler", "jobqueue_cluster"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,10 @@ LOOPBACK_BANDWIDTH = 1_000_000_000
 
 #: dask's schedulers inside this process.
 LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
+
+#: Annotation of each output block's finalize task (its value: the block's tile id): a distributed
+#: run spreads the tasks so annotated over its workers (:class:`eo_pipeline._worker_tuning.SpreadBlocks`).
+SPREAD = "eo_pipeline_spread"
 
 
 @dataclass(frozen=True)
@@ -213,7 +217,6 @@ def _tuned(client: Any) -> Any:
     Returns the client.
     """
     from ._worker_tuning import MallocTuning, Preload, SchedulerPreload, SpreadBlocks
-    from .gridding import SPREAD
 
     try:
         client.register_plugin(SchedulerPreload())

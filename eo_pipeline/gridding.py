@@ -43,6 +43,7 @@ from .binning import (
     trim,
     uniform_view,
 )
+from .cluster import SPREAD
 from .errors import GridError, ReaderOptionError
 from .footprints import (
     DEFAULT_SRF_SHAPE,
@@ -508,11 +509,6 @@ def without_result_copy(a: da.Array) -> da.Array:
     """
     a.__dask_postcompute__ = _fresh_postcompute  # type: ignore[method-assign]
     return a
-
-
-#: Annotation of each output block's finalize task (its value: the block's tile id). A distributed run
-#: spreads the tasks so annotated over its workers (:class:`eo_pipeline._worker_tuning.SpreadBlocks`).
-SPREAD = "eo_pipeline_spread"
 
 
 def _statistic_arrays(blocks: dict[int, Delayed], tiling: Tiling, layers: int | None, statistics: tuple[str, ...],

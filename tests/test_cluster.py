@@ -312,8 +312,7 @@ def test_the_blocks_of_a_map_are_finalized_turn_by_turn_on_the_workers(tmp_path)
     import distributed
     from distributed.diagnostics.plugin import SchedulerPlugin
 
-    from eo_pipeline.cluster import _tuned
-    from eo_pipeline.gridding import SPREAD
+    from eo_pipeline.cluster import SPREAD, _tuned
     from eo_pipeline.pipeline import run
 
     from .conftest import SAMPLES
