@@ -20,7 +20,9 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 from dask._task_spec import GraphNode, Task, TaskRef
+from dask.array.optimization import optimize as optimize_array_graph
 from dask.base import tokenize
+from dask.core import flatten
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
@@ -275,11 +277,8 @@ def _blocks(ds: xr.Dataset, names: Sequence[str], extra: Sequence[str] = (), *,
     # hundreds of files never holds decoded chunks waiting for their kernel (unfused, a
     # month's peak memory went from 1.1 GB to 4.6 GB). The variables are optimised together,
     # once: optimising each on its own took 8 passes over the product's graph
-    from dask.array.optimization import optimize
-    from dask.core import flatten
-
     keys = [a.__dask_keys__() for a in arrays]
-    graph = optimize(HighLevelGraph.merge(*[a.__dask_graph__() for a in arrays]), keys)
+    graph = optimize_array_graph(HighLevelGraph.merge(*[a.__dask_graph__() for a in arrays]), keys)
     blocks = [[Delayed(k, graph) for k in group]
               for group in zip(*[list(flatten(k)) for k in keys], strict=True)]
     if halo:
@@ -525,9 +524,7 @@ def _statistic_arrays(blocks: dict[int, Delayed], tiling: Tiling, layers: int | 
     the cluster benchmark's run), each a round trip through a distributed scheduler.
     """
     n_layers = 1 if layers is None else layers
-    row_chunks = tuple(tiling.tile_bounds(tr * tiling.tile_cols)[1] - tiling.tile_bounds(tr * tiling.tile_cols)[0]
-                       for tr in range(tiling.tile_rows))
-    col_chunks = tuple(tiling.tile_bounds(tc)[3] - tiling.tile_bounds(tc)[2] for tc in range(tiling.tile_cols))
+    row_chunks, col_chunks = da.core.normalize_chunks(tiling.tile, tiling.shape)  # the tiles, as dask chunks
     finalized: list[Delayed] = []
     where: dict[tuple[str, int], tuple[Any, int]] = {}  # (statistic, tile id): (finalize key, index in its result)
     for tid in range(n_layers * tiling.tiles_per_layer):
