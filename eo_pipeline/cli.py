@@ -129,6 +129,8 @@ def _print_summary(result: Any, out_dir: Any) -> None:
         f"  outputs:   {len(result.outputs)} in {out_dir} ("
         + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + ")" + up,
     ]
+    if result.phases:
+        lines.append("  time:      " + ", ".join(f"{k} {v:.1f} s" for k, v in result.phases.items()))
     print("\n".join(lines), file=sys.stderr)
 
 

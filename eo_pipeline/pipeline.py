@@ -67,13 +67,42 @@ class JobResult:
     dropped: dict[str, int] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)
     up_to_date: list[str] = field(default_factory=list)
+    #: Wall seconds of each phase of :attr:`seconds` (:data:`PHASES`; a phase the run did not reach is absent).
+    phases: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for the job summary JSON)."""
         return {"outputs": self.outputs, "inputs": self.inputs, "seconds": round(self.seconds, 3),
+                "phase_seconds": {k: round(v, 3) for k, v in self.phases.items()},
                 "config_hash": self.config_hash, "software": f"eo_pipeline {__version__}",
                 "soundings_used": self.soundings, "footprints_dropped": self.dropped,
                 "written": self.written, "up_to_date": self.up_to_date}
+
+
+#: The phases of a run, in order, as :attr:`JobResult.phases` and ``phase_seconds`` in ``job_summary.json``
+#: time them (wall seconds): finding the inputs and reading the manifest; opening the inputs (on a
+#: cluster, shared with its workers, while it starts); building the graph of every output; computing
+#: (the forest and plume stages and the single compute that writes the gridded outputs: the part more
+#: workers speed up); the manifest, the STAC catalogue and the summary. The process's start (Python
+#: and its imports) comes before the first and is not in :attr:`JobResult.seconds`.
+PHASES = ("planning", "opening", "building", "computing", "cataloguing")
+
+
+class _Phases:
+    """Wall time of each of :data:`PHASES`; :meth:`enter` closes the phase before."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._name, self._start = PHASES[0], time.perf_counter()
+
+    def enter(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[self._name] = self.seconds.get(self._name, 0.0) + now - self._start
+        self._name, self._start = name, now
+
+    def done(self) -> dict[str, float]:
+        self.enter(self._name)
+        return dict(self.seconds)
 
 
 class Reporter:
@@ -468,7 +497,7 @@ def _steps_of(products: list[xr.Dataset], l3: xr.Dataset) -> dict[str | None, li
 
 def _run(cfg: JobConfig, pending: Any, reporter: Reporter, *, overwrite: bool = False,
          dry_run: bool = False) -> JobResult:
-    t0 = time.perf_counter()
+    phases = _Phases()
     out_dir = cfg.resolve(cfg.output.dir)
     files = expand_inputs(cfg)
     chash = config_hash(cfg)
@@ -482,22 +511,27 @@ def _run(cfg: JobConfig, pending: Any, reporter: Reporter, *, overwrite: bool = 
         # nothing changed since the last complete run: no input is opened
         up = sorted(str(out_dir / f) for f in manifest.outputs)
         result = JobResult(outputs=list(up), inputs=[str(f) for f in [*files, *_plume_scenes(cfg).values()]],
-                           seconds=time.perf_counter() - t0,
                            config_hash=chash, up_to_date=up)
         result.soundings, result.dropped = _totals(manifest, _recorded_steps(manifest))
         if not dry_run:
+            phases.enter("cataloguing")
             if not (out_dir / COLLECTION).exists():  # removed by hand: the catalogue is made again
                 write_catalog(out_dir, manifest.outputs, job=cfg.name, config_hash=chash)
             result.outputs.append(str(out_dir / COLLECTION))
+        result.phases = phases.done()
+        result.seconds = sum(result.phases.values())
+        if not dry_run:
             result.outputs.append(_write_summary(out_dir, result, {"on_error": cfg.on_error, "skipped": []}))
         log.info("all %d outputs in %s are up to date", len(up), out_dir)
         return result
+    phases.enter("opening")
     if pending is not None:  # a cluster starts while the inputs are opened
         pending.start()
     helpers = pending.ready_client if pending is not None and pending.choice.distributed else None
     datasets, skipped = open_inputs(cfg, files, reporter, helpers) if files else ([], [])
     if files and not datasets:  # only with on_error: skip, and every input skipped
         raise ConfigError(f"none of the {len(files)} inputs could be read; the first: {skipped[0].reason}")
+    phases.enter("building")
     grid = cfg.grid_spec()
     by_species: dict[str, list[xr.Dataset]] = {}
     for ds in datasets:
@@ -589,14 +623,16 @@ def _run(cfg: JobConfig, pending: Any, reporter: Reporter, *, overwrite: bool = 
         if cfg.forest is not None and not forest_done:
             written.append(str(out_dir / f"{cfg.forest.stem}.csv"))  # and its maps: named once the years are known
             planned.append(written[-1])
+        done = phases.done()
         return JobResult(outputs=sorted(planned), inputs=[str(f) for f in [*files, *_plume_scenes(cfg).values()]],
                          config_hash=chash, skipped=skipped, written=written, up_to_date=up_to_date,
-                         seconds=time.perf_counter() - t0)
+                         seconds=sum(done.values()), phases=done)
     if overwrite:  # never a mix: what this configuration does not make goes
         removed = manifest.remove_outputs(keep=[Path(o).name for o in planned])
         if removed:
             log.info("removed %d outputs of an earlier configuration from %s", len(removed), out_dir)
     manifest.forget(Path(o).name for o in written)
+    phases.enter("computing")
     try:
         if cfg.forest is not None and not forest_done:
             manifest.forget(forest_recorded)
@@ -622,6 +658,7 @@ def _run(cfg: JobConfig, pending: Any, reporter: Reporter, *, overwrite: bool = 
     finally:
         remove_temporaries(out_dir)  # a failed run's parts; a finished run's done markers
         manifest.save(job=cfg.name, chash=chash, inputs=all_stamps, complete=False)
+    phases.enter("cataloguing")
     used = [str(f) for f in files if str(f) not in {s.file for s in skipped}]
     used += [str(p) for p in plume_scenes.values()]
     soundings, dropped_n = _totals(manifest, steps_by_species)
@@ -629,9 +666,10 @@ def _run(cfg: JobConfig, pending: Any, reporter: Reporter, *, overwrite: bool = 
     # folder complete (a run killed before this point is finished by the next one)
     catalogue = write_catalog(out_dir, manifest.outputs, job=cfg.name, config_hash=chash)
     manifest.save(job=cfg.name, chash=chash, inputs=all_stamps, complete=True)
-    result = JobResult(outputs=[*sorted(planned), str(catalogue)], inputs=used, seconds=time.perf_counter() - t0,
-                       config_hash=chash,
-                       soundings=soundings, dropped=dropped_n, written=written, up_to_date=up_to_date)
+    done = phases.done()
+    result = JobResult(outputs=[*sorted(planned), str(catalogue)], inputs=used, seconds=sum(done.values()),
+                       config_hash=chash, soundings=soundings, dropped=dropped_n, written=written,
+                       up_to_date=up_to_date, phases=done)
     result.outputs.append(_write_summary(out_dir, result, {
         "on_error": cfg.on_error, "skipped": [{"file": s.file, "reason": s.reason} for s in skipped]}))
     result.skipped = skipped

@@ -15,7 +15,7 @@ import yaml
 
 from eo_pipeline.config import config_hash, load_config
 from eo_pipeline.errors import ConfigError
-from eo_pipeline.pipeline import run
+from eo_pipeline.pipeline import PHASES, run
 
 from .conftest import ROOT, SAMPLES
 
@@ -72,6 +72,12 @@ def test_demo_job_writes_one_cog_per_species(demo_run):
             assert "xch4_zscore" in r.descriptions or f"{sp}_zscore" in r.descriptions
     summary = json.loads((out / "job_summary.json").read_text())
     assert summary["config_hash"] == config_hash(cfg) and len(summary["inputs"]) == 5
+    # the run's wall time, phase by phase, in order; the phases add up to the whole
+    phases = summary["phase_seconds"]
+    assert list(phases) == list(PHASES) and all(v >= 0 for v in phases.values())
+    assert sum(phases.values()) == pytest.approx(summary["seconds"], abs=0.01)
+    assert phases["computing"] > phases["planning"] and result.phases["computing"] == pytest.approx(phases["computing"],
+                                                                                                    abs=1e-3)
     assert not list(out.glob(".*"))  # no temporary files left behind
     assert result.outputs
 

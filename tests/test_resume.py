@@ -105,6 +105,9 @@ def test_a_rerun_skips_every_finished_output_and_leaves_it_untouched(tmp_path, o
     assert f"{len(before) - 2} up to date" in proc.stderr
     summary = json.loads((out / "job_summary.json").read_text())
     assert summary["written"] == [] and summary["soundings_used"]["xch4"] > 0
+    # nothing opened, built or computed: the rerun's only phases, on its closing screen too
+    assert list(summary["phase_seconds"]) == ["planning", "cataloguing"]
+    assert "time:      planning " in proc.stderr
     # nothing changed since the last complete run: the inputs are not even opened
     import eo_pipeline.pipeline as pipeline
 
