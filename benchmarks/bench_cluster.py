@@ -35,10 +35,11 @@ from common import WHOLE_ORBIT
 BIN = Path(sys.executable).parent
 
 
-def run_local_cluster(paths: list[Path], work: Path, workers: int, tag: str) -> tuple[float, float]:
+def run_local_cluster(paths: list[Path], work: Path, workers: int, tag: str) -> tuple[float, float, float]:
+    """Wall seconds of the run, its largest process (MB), and its computing phase (s, from ``job_summary.json``)."""
     cluster = {"type": "local", "workers": workers, "threads_per_worker": 1, "memory_limit": "2GB"}
     r = run_eo(paths, work, tag=tag, extra={"cluster": cluster})
-    return r["seconds"], r["peak_mb"]
+    return r["seconds"], r["peak_mb"], r["phases"]["computing"]
 
 
 def _start_cluster(workers: int, work: Path) -> tuple[str, list[subprocess.Popen]]:
@@ -94,17 +95,19 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             p.kill()
 
 
-def run_started_cluster(paths: list[Path], work: Path, workers: int, tag: str) -> tuple[float, float]:
+def run_started_cluster(paths: list[Path], work: Path, workers: int, tag: str) -> tuple[float, float, float]:
+    """As :func:`run_local_cluster`, the memory being the largest worker's peak."""
     address, procs = _start_cluster(workers, work)
     try:
         r = run_eo(paths, work, tag=tag, args=("--scheduler", address))
-        return r["seconds"], _peak_rss_mb(procs[1:])
+        return r["seconds"], _peak_rss_mb(procs[1:]), r["phases"]["computing"]
     finally:
         _stop(procs)
 
 
 def run_kept_cluster(paths: list[Path], work: Path, repeats: int) -> dict[str, Any]:
     times: dict[int, list[float]] = {1: [], 2: []}
+    computing: dict[int, list[float]] = {1: [], 2: []}
     peaks: dict[int, float] = {}
     clusters = {}
     try:
@@ -115,24 +118,34 @@ def run_kept_cluster(paths: list[Path], work: Path, repeats: int) -> dict[str, A
             for n in (1, 2):
                 job = run_eo(paths, work, tag=f"kept{n}w{r}", args=("--scheduler", clusters[n][0]))
                 times[n].append(job["seconds"])
+                computing[n].append(job["phases"]["computing"])
         peaks = {n: _peak_rss_mb(c[1][1:]) for n, c in clusters.items()}
     finally:
         for _, procs in clusters.values():
             _stop(procs)
-    return _summary(times, peaks)
+    return _summary(times, peaks, computing)
 
 
-def _summary(times: dict[int, list[float]], peaks: dict[int, float]) -> dict[str, Any]:
+def _summary(times: dict[int, list[float]], peaks: dict[int, float],
+             computing: dict[int, list[float]]) -> dict[str, Any]:
     """Medians, their ratio, and the median of the ratios of the runs made one after the other.
 
     The machine's speed drifts between runs; a 1-worker run and the 2-worker run that
     follows it share its state at that moment, so the ratio of each such pair is less
-    noisy than the ratio of the medians. Both are reported.
+    noisy than the ratio of the medians. Both are reported, for the whole run and for its
+    computing phase (``phase_seconds`` of the job summary: the part the workers do); the
+    rest of the run (the process's start, opening the inputs, building the graph, the
+    catalogue) is the client's and does not shorten with more workers.
     """
-    med = {n: statistics.median(v) for n, v in times.items()}
-    pairs = [a / b for a, b in zip(times[1], times[2], strict=True)]
-    return {"seconds": med, "all_seconds": times, "peak_mb": peaks, "speedup_2_vs_1": med[1] / med[2],
-            "pair_speedups": pairs, "median_pair_speedup": statistics.median(pairs)}
+    def ratios(t: dict[int, list[float]], prefix: str) -> dict[str, Any]:
+        med = {n: statistics.median(v) for n, v in t.items()}
+        pairs = [a / b for a, b in zip(t[1], t[2], strict=True)]
+        return {f"{prefix}seconds": med, f"all_{prefix}seconds": t, f"{prefix}speedup_2_vs_1": med[1] / med[2],
+                f"{prefix}pair_speedups": pairs, f"median_{prefix}pair_speedup": statistics.median(pairs)}
+
+    rest = {n: statistics.median(w - c for w, c in zip(times[n], computing[n], strict=True)) for n in times}
+    return {**ratios(times, ""), "peak_mb": peaks, **ratios(computing, "computing_"),
+            "outside_computing_seconds": rest}
 
 
 def run(days: int = 3, per_day: int = 14, repeats: int = 3) -> dict[str, Any]:
@@ -145,13 +158,15 @@ def run(days: int = 3, per_day: int = 14, repeats: int = 3) -> dict[str, Any]:
         work = Path(tmp)
         for mode, job in (("started", run_started_cluster), ("local", run_local_cluster)):
             times: dict[int, list[float]] = {1: [], 2: []}
+            computing: dict[int, list[float]] = {1: [], 2: []}
             peaks: dict[int, list[float]] = {1: [], 2: []}
             for r in range(repeats):
                 for n in (1, 2):
-                    wall, peak = job(paths, work, n, f"{mode}{n}w{r}")
+                    wall, peak, comp = job(paths, work, n, f"{mode}{n}w{r}")
                     times[n].append(wall)
+                    computing[n].append(comp)
                     peaks[n].append(peak)
-            out[mode] = _summary(times, {n: max(v) for n, v in peaks.items()})
+            out[mode] = _summary(times, {n: max(v) for n, v in peaks.items()}, computing)
         out["kept"] = run_kept_cluster(paths, work, repeats)
     return out
 

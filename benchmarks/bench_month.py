@@ -130,8 +130,10 @@ def run_eo(paths: list[Path], work: Path, *, tag: str, extra: dict[str, Any] | N
     exe = str(Path(sys.executable).parent / "eo-pipeline")
     wall, peak, _ = _peak_run([exe, "run", str(job), "-q", *args])
     tifs = sorted(out.glob("*.tif"))
+    summary = out / "job_summary.json"
+    phases = json.loads(summary.read_text()).get("phase_seconds", {}) if summary.exists() else {}
     return {"orbits": len(paths), "seconds": wall, "peak_mb": peak, "cogs": len(tifs),
-            "cog_mb": sum(t.stat().st_size for t in tifs) / 2**20}
+            "cog_mb": sum(t.stat().st_size for t in tifs) / 2**20, "phases": phases}
 
 
 def harp_binning_per_orbit(paths: list[Path], work: Path, sample: int) -> dict[str, Any]:

@@ -169,6 +169,18 @@ def _cluster_section(c: dict) -> list[str]:
         lines.append(f"| {what[mode]} | {_fmt(s[1])} | {_fmt(s[2])} | **{m['speedup_2_vs_1']:.2f}x** "
                      f"(target >= {target}x) | **{m['median_pair_speedup']:.2f}x** ({pairs}) | "
                      f"{p[1]:.0f} MB / {p[2]:.0f} MB |")
+    lines += ["", "The same runs' computing phase alone (`phase_seconds.computing` of each run's `job_summary.json`: "
+              "from the graph's submission to the last output written, the part the workers do; kernel of the "
+              "run, labelled as such), and the rest of each run (the process's start and imports, opening the "
+              "inputs, building the graph, the catalogue: the client's part, the same with 1 or 2 workers):", "",
+              "| cluster | computing, 1 worker | computing, 2 workers | 2 workers / 1 worker (medians) | median of "
+              "the pairs' ratios (each pair) | rest of the run, 1 / 2 workers |", "|---|---|---|---|---|---|"]
+    for mode in ("started", "kept", "local"):
+        m = c[mode]
+        s, r = m["computing_seconds"], m["outside_computing_seconds"]
+        pairs = ", ".join(f"{x:.2f}" for x in m["computing_pair_speedups"])
+        lines.append(f"| {mode} | {_fmt(s[1])} | {_fmt(s[2])} | **{m['computing_speedup_2_vs_1']:.2f}x** | "
+                     f"**{m['median_computing_pair_speedup']:.2f}x** ({pairs}) | {_fmt(r[1])} / {_fmt(r[2])} |")
     return lines + [""]
 
 

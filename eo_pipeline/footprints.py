@@ -372,12 +372,17 @@ def derive_block_corners(lat: np.ndarray, lon: np.ndarray, top: int = 0, bottom:
     return out
 
 
+def halo_of(block: int, blocks: int) -> tuple[int, int]:
+    """``(top, bottom)``: the rows of its neighbours that block ``block`` of ``blocks`` blocks of rows
+    carries in :func:`halo_rows` (one of each, none beyond the swath's ends)."""
+    return int(block > 0), int(block < blocks - 1)
+
+
 def _derive_block(lat: np.ndarray, lon: np.ndarray, block_info: dict | None = None) -> np.ndarray:
     """map_blocks kernel on a halo-extended block: returns (rows, m, 4, 2) for the block's own rows."""
     info = (block_info or {}).get(0, {})
-    loc = info.get("chunk-location", (0, 0))[0]
-    nchunks = info.get("num-chunks", (1, 1))[0]
-    return derive_block_corners(lat, lon, 1 if loc > 0 else 0, 1 if loc < nchunks - 1 else 0)
+    return derive_block_corners(lat, lon, *halo_of(info.get("chunk-location", (0, 0))[0],
+                                                   info.get("num-chunks", (1, 1))[0]))
 
 
 def corner_chunks(chunks: tuple[int, ...]) -> tuple[int, ...]:

@@ -54,6 +54,7 @@ from .footprints import (
     circle_footprints,
     corner_chunks,
     derive_block_corners,
+    halo_of,
     halo_rows,
     polygons_in_grid,
     srf_circles,
@@ -283,7 +284,7 @@ def _blocks(ds: xr.Dataset, names: Sequence[str], extra: Sequence[str] = (), *,
               for group in zip(*[list(flatten(k)) for k in keys], strict=True)]
     if halo:
         for i, blk in enumerate(blocks):
-            blk.append((int(i > 0), int(i < rows - 1)))
+            blk.append(halo_of(i, rows))
     return blocks
 
 
@@ -299,8 +300,8 @@ def _numpy_blocks(arrays: list[np.ndarray], halo: bool, chunks: Any = "auto") ->
         sl = tuple(slice(int(e[i]), int(e[i + 1])) for e, i in zip(bounds, starts, strict=True))
         blk = [a[sl] for a in arrays]
         if halo:
+            top, bottom = halo_of(starts[0], len(chunks[0]))
             r0, r1 = sl[0].start, sl[0].stop
-            top, bottom = int(r0 > 0), int(r1 < first.shape[0])
             blk[:2] = [a[r0 - top:r1 + bottom] for a in arrays[:2]]
             blk.append((top, bottom))
         blocks.append(blk)
