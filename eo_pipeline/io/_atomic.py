@@ -29,7 +29,7 @@ from typing import Any
 
 from ..errors import OutputError
 
-__all__ = ["TEMP_MARK", "temp_path", "temporaries_of", "remove_temporaries", "done_marker", "mark_done",
+__all__ = ["TEMP_MARK", "temp_path", "temporaries_of", "remove_temporaries", "done_marker", "mark_done", "private_name",
            "create_atomically", "remove_parts", "unlink_all", "compute_writer", "cluster_lock", "write_lock",
            "write_failed", "beyond_size_limit", "NO_SPACE", "SIZE_LIMIT"]
 
@@ -207,15 +207,25 @@ def mark_done(target: str | Path) -> None:
         done_marker(target).touch()
 
 
-def create_atomically(path: str | Path, create: Any) -> None:
-    """Run ``create(tmp)`` to make a file under another temporary name, then move it to ``path``.
+def private_name(path: str | Path) -> Path:
+    """A name beside ``path`` that is this process's and thread's own, to make ``path`` under.
 
-    A task killed while creating leaves no half-made file under ``path``, so a rerun
-    that finds ``path`` can trust it. The temporary name is the process's and thread's
-    own: on a cluster the same task may run twice at once.
+    On a cluster the same task may run twice at once (a lost worker's tasks are rerun
+    while the first copy may still be writing): each copy makes its file under its own
+    name and moves it into place, so neither reads or leaves a half-made file.
     """
     path = Path(path)
-    part = path.with_name(f"{path.name}.new{os.getpid()}-{threading.get_ident()}")
+    return path.with_name(f"{path.name}.new{os.getpid()}-{threading.get_ident()}")
+
+
+def create_atomically(path: str | Path, create: Any) -> None:
+    """Run ``create(tmp)`` to make a file under its :func:`private_name`, then move it to ``path``.
+
+    A task killed while creating leaves no half-made file under ``path``, so a rerun
+    that finds ``path`` can trust it.
+    """
+    path = Path(path)
+    part = private_name(path)
     try:
         create(part)
         os.replace(part, path)

@@ -30,7 +30,6 @@ import errno
 import logging
 import os
 import sys
-import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -56,6 +55,7 @@ from ._atomic import (
     create_atomically,
     done_marker,
     mark_done,
+    private_name,
     remove_parts,
     remove_temporaries,
     temp_path,
@@ -214,9 +214,9 @@ def _write_part(path: Path, bands: Sequence[np.ndarray], transform: Affine) -> b
         # tiles of 16 x k cells (GDAL's rule), at most 512: the small blocks of the coarse levels are one tile
         "blockxsize": min(BLOCK, -(-cols // 16) * 16), "blockysize": min(BLOCK, -(-rows // 16) * 16),
     }
-    # its own name in each process and thread (a task may run twice at once); a failed part is removed
-    # with the output's other temporaries by the caller (write_failed, after it looked at their sizes)
-    part = path.with_name(f"{path.name}.new{os.getpid()}-{threading.get_ident()}")
+    # a failed part is removed with the output's other temporaries by the caller (write_failed, after it
+    # looked at their sizes), not here as create_atomically would
+    part = private_name(path)
     try:
         with rasterio.open(part, "w", **profile) as dst:
             for b, tiles in writes:
