@@ -258,7 +258,7 @@ def test_workers_write_the_maps_and_only_small_results_reach_the_client(tmp_path
     import distributed
 
     from eo_pipeline._worker_tuning import MallocTuning, tune_malloc
-    from eo_pipeline.io.geotiff import COPY_THREADS, copy_threads
+    from eo_pipeline.io.geotiff import TILE_THREADS, tile_threads
     from eo_pipeline.pipeline import run
 
     from .conftest import SAMPLES
@@ -281,9 +281,10 @@ def test_workers_write_the_maps_and_only_small_results_reach_the_client(tmp_path
         result = run(load_config(cfg), scheduler=cl.scheduler_address)
         with distributed.Client(cl, set_as_default=False) as client:  # the run tuned every worker's malloc
             tuned = client.run(lambda dask_worker: getattr(dask_worker.plugins.get(MallocTuning.name), "applied", None))
-            in_worker = client.submit(copy_threads, pure=False).result()
-    # the other worker was idle: the copy took its thread too (see the test below for a busy one)
-    assert in_worker == str(min(int(COPY_THREADS), 2)) and copy_threads() == COPY_THREADS
+            in_worker = client.submit(tile_threads, pure=False).result()
+    # the other worker was idle: a one-block map's tiles would take its thread too (see the test below
+    # for a busy one)
+    assert in_worker == min(TILE_THREADS, 2) and tile_threads() == TILE_THREADS
     assert set(tuned.values()) == {tune_malloc()}, tuned  # True on glibc, False elsewhere
     assert gathered and sum(gathered) < 200_000, gathered
     tif = tmp_path / "out" / "xch4_area_global_0p1_20230715.tif"
@@ -346,11 +347,12 @@ def test_the_blocks_of_a_map_are_finalized_turn_by_turn_on_the_workers(tmp_path)
 
 
 @pytest.mark.slow
-def test_the_cog_copy_borrows_only_idle_workers_threads():
-    """In a worker, the COG copy keeps to its thread while the other workers on its host work, else takes theirs."""
+def test_a_one_block_maps_tiles_borrow_only_idle_workers_threads():
+    """In a worker, a one-block map's tiles are compressed with its one thread while the other workers on its
+    host work, else with theirs too."""
     import distributed
 
-    from eo_pipeline.io.geotiff import COPY_THREADS, copy_threads
+    from eo_pipeline.io.geotiff import TILE_THREADS, tile_threads
 
     def hold(event_name: str) -> bool:
         return distributed.Event(event_name).wait(60)
@@ -358,18 +360,18 @@ def test_the_cog_copy_borrows_only_idle_workers_threads():
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
             distributed.Client(cl, set_as_default=False) as client:
         a, b = sorted(client.nthreads())
-        assert client.submit(copy_threads, pure=False, workers=[a]).result() == str(min(int(COPY_THREADS), 2))
+        assert client.submit(tile_threads, pure=False, workers=[a]).result() == min(TILE_THREADS, 2)
         busy = client.submit(hold, "release", pure=False, workers=[b])
         deadline = time.monotonic() + 30
         while not client.processing([b])[b] and time.monotonic() < deadline:
             time.sleep(0.05)
         assert client.processing([b])[b], "the holding task never reached its worker"
-        assert client.submit(copy_threads, pure=False, workers=[a]).result() == "1"
+        assert client.submit(tile_threads, pure=False, workers=[a]).result() == 1
         distributed.Event("release", client=client).set()
         assert busy.result() is True
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
             distributed.Client(cl, set_as_default=False) as client:
-        assert client.submit(copy_threads, pure=False).result() == "1"  # alone: one thread
+        assert client.submit(tile_threads, pure=False).result() == 1  # alone: one thread
 
 
 @pytest.mark.slow

@@ -75,13 +75,13 @@ BLOCK = TILE  # the COG's tiles (512 cells), which the blocks' tasks compress
 #: one thread); the demo's maps 0-25 % smaller without, one anomaly map 3 % larger.
 PREDICTOR = "NO"
 #: Threads that compress the tiles of a map that is one block (in this process; other maps compress a block per task).
-COPY_THREADS = str(max(1, min(4, os.cpu_count() or 1)))
+TILE_THREADS = max(1, min(4, os.cpu_count() or 1))
 #: GDAL's BIGTIFF creation option for the COG (classic TIFF unless the map could pass 4 GiB).
 BIGTIFF = "IF_SAFER"
 
 
-def copy_threads() -> str:
-    """Threads that compress the tiles of a one-block map: :data:`COPY_THREADS` in this process; in a worker, its share.
+def tile_threads() -> int:
+    """Threads that compress the tiles of a one-block map: :data:`TILE_THREADS` in this process; in a worker, its share.
 
     A map of several blocks compresses each block's tiles in that block's task, in
     parallel; a map that is one block (small maps; a job's single map up to
@@ -90,7 +90,7 @@ def copy_threads() -> str:
     threads, and its machine may hold other workers, so a task there keeps to its one
     thread (as dask's nanny asks numpy's libraries to with ``OMP_NUM_THREADS=1``), plus
     the threads of the workers on the same host that the scheduler has nothing for at
-    that moment, up to :data:`COPY_THREADS`. A worker alone (or whose neighbours are
+    that moment, up to :data:`TILE_THREADS`. A worker alone (or whose neighbours are
     busy) compresses with one thread.
     """
     if "distributed" in sys.modules:  # a local run does not import it: nothing to ask
@@ -99,9 +99,9 @@ def copy_threads() -> str:
         try:
             worker = get_worker()
         except ValueError:
-            return COPY_THREADS
-        return str(min(int(COPY_THREADS), 1 + _idle_neighbour_threads(worker)))
-    return COPY_THREADS
+            return TILE_THREADS
+        return min(TILE_THREADS, 1 + _idle_neighbour_threads(worker))
+    return TILE_THREADS
 
 
 def _idle_neighbour_threads(worker: Any) -> int:
@@ -242,7 +242,7 @@ def _write_block(*blocks: np.ndarray, target: str, index: tuple[int, int], origi
     a level's tiles also reach into other blocks, the block's cells of that level go to a
     sparse uncompressed GeoTIFF, for the last task to make those tiles from. No other task
     writes these files, so no lock is taken. ``single``: the map is this one block (its
-    tiles are then compressed with :func:`copy_threads` threads). Returns the parts
+    tiles are then compressed with :func:`tile_threads` threads). Returns the parts
     ``(level, row, col, rows, cols, file)`` and the tiles ``(file, [(level, tile_row,
     tile_col, offset, size), ...])``; nothing once the output is done (a task rerun after
     the output was finished).
@@ -267,7 +267,7 @@ def _write_block(*blocks: np.ndarray, target: str, index: tuple[int, int], origi
                     @ Affine.translation(at_k[1], at_k[0])
                 if _write_part(path, level, at):
                     parts.append((k, *at_k, *level[0].shape, str(path)))
-        encoded = encode_tiles(jobs, zero_is_empty, int(copy_threads()) if single else 1)
+        encoded = encode_tiles(jobs, zero_is_empty, tile_threads() if single else 1)
         tiles = None
         if encoded:
             path = temp_path(target, f"tr{index[0]}c{index[1]}", suffix=".bin")
