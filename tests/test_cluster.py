@@ -585,3 +585,54 @@ def test_workers_open_the_inputs_as_the_client_would(tmp_path, monkeypatch):
     assert shared == local
     assert type(remote_error.value) is type(local_error.value) and str(remote_error.value) == str(local_error.value)
     assert sum("_open_one" in str(t["key"]) for t in ts.data) >= 2  # the workers took some
+
+
+def test_a_block_whose_worker_is_lost_before_it_runs_is_finalized_elsewhere():
+    """SpreadBlocks' placement is loose: blocks given to a worker that is gone when they can run go to another."""
+    import dask
+    import distributed
+
+    from eo_pipeline.cluster import SPREAD, _tuned
+
+    def gate(name: str) -> int:  # holds the blocks back until the test has closed their worker
+        return 0 if distributed.Event(name).wait(60) else -1
+
+    def block(g: int, i: int) -> tuple[int, str]:
+        return g + 10 * i, distributed.get_worker().address
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp",
+                                  dashboard_address=None) as cl, \
+            distributed.Client(cl, set_as_default=False) as client:
+        _tuned(client)
+        workers = sorted(client.nthreads())
+        with dask.annotate(workers=[workers[1]]):  # the gate waits on the worker that stays
+            held = dask.delayed(gate, pure=False)("go")
+        parts = []
+        for i in range(6):
+            with dask.annotate(**{SPREAD: i}):
+                parts.append(dask.delayed(block, pure=False)(held, i))
+        futures = client.compute(parts, optimize_graph=False)
+        keys = [f.key for f in futures]
+
+        def restrictions(dask_scheduler, keys=keys):
+            tasks = [dask_scheduler.tasks.get(k) for k in keys]
+            return [sorted(ts.worker_restrictions or ()) if ts is not None else [] for ts in tasks]
+
+        deadline = time.monotonic() + 30
+        while not all(client.run_on_scheduler(restrictions)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        placed = client.run_on_scheduler(restrictions)
+        assert placed == [[workers[i % 2]] for i in range(6)]  # in turn, before any block could run
+        gone = workers[0]
+        name = next(k for k, w in cl.workers.items() if w.address == gone)
+        cl.sync(cl.workers[name].close)
+        deadline = time.monotonic() + 30
+        while gone in client.nthreads() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gone not in client.nthreads()
+        distributed.Event("go", client=client).set()
+        # with strict restrictions, the lost worker's blocks would wait for it for ever
+        distributed.wait(futures, timeout=60)
+        results = client.gather(futures)
+    assert [v for v, _ in results] == [10 * i for i in range(6)]
+    assert {w for _, w in results} == {workers[1]}  # the lost worker's blocks too
