@@ -79,12 +79,17 @@ class JobResult:
                 "written": self.written, "up_to_date": self.up_to_date}
 
 
-#: The phases of a run, in order, as :attr:`JobResult.phases` and ``phase_seconds`` in ``job_summary.json``
-#: time them (wall seconds): finding the inputs and reading the manifest; opening the inputs (on a
-#: cluster, shared with its workers, while it starts); building the graph of every output; computing
-#: (the forest and plume stages and the single compute that writes the gridded outputs: the part more
-#: workers speed up); the manifest, the STAC catalogue and the summary. The process's start (Python
-#: and its imports) comes before the first and is not in :attr:`JobResult.seconds`.
+#: The phases of a run, in order; :attr:`JobResult.phases` and ``phase_seconds`` in ``job_summary.json``
+#: give each one's wall seconds:
+#:
+#: * ``planning``: finding the inputs, reading the manifest;
+#: * ``opening``: opening the inputs (on a cluster, shared with its workers while it starts);
+#: * ``building``: the graph of every output, and waiting for a cluster still starting;
+#: * ``computing``: the forest and plume stages and the single compute that writes the gridded
+#:   outputs, the part that more workers shorten;
+#: * ``cataloguing``: the manifest, the STAC catalogue, the summary.
+#:
+#: The process's start (Python and its imports) comes before them and is not in :attr:`JobResult.seconds`.
 PHASES = ("planning", "opening", "building", "computing", "cataloguing")
 
 
