@@ -537,8 +537,9 @@ def _statistic_arrays(blocks: dict[int, Delayed], tiling: Tiling, layers: int | 
             finalized.append(task)
             where.update({(stat, tid): (task.key, i) for i, stat in enumerate(group)})
     out = []
+    inputs = tokenize([t.key for t in finalized])  # the statistics' arrays are named by what they come from
     for stat in statistics:
-        name = f"{stat}-{tokenize(sorted(str(k) for k, _ in where.values()), stat, layers)}"
+        name = f"{stat}-{tokenize(inputs, stat, layers)}"
         dsk: dict[Any, Task] = {}
         for tid in range(n_layers * tiling.tiles_per_layer):
             layer, t = divmod(tid, tiling.tiles_per_layer)
