@@ -172,7 +172,7 @@ def _cluster_section(c: dict) -> list[str]:
     lines += ["", "The same runs' computing phase alone (`phase_seconds.computing` of each run's `job_summary.json`: "
               "from the graph's submission to the last output written, the part the workers do; kernel of the "
               "run, labelled as such), and the rest of each run (the process's start and imports, opening the "
-              "inputs, building the graph, the catalogue: the client's part, the same with 1 or 2 workers):", "",
+              "inputs, building the graph, the catalogue: the client's part, which more workers do not shorten):", "",
               "| cluster | computing, 1 worker | computing, 2 workers | 2 workers / 1 worker (medians) | median of "
               "the pairs' ratios (each pair) | rest of the run, 1 / 2 workers |", "|---|---|---|---|---|---|"]
     for mode in ("started", "kept", "local"):
